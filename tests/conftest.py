@@ -1,13 +1,14 @@
-"""Shared pytest setup: keep every test offline and away from ~/.cache."""
+"""Shared pytest setup: keep every test offline and away from ~/.cache.
+
+huggingface_hub reads HF_HOME and HF_HUB_OFFLINE once, when it is first
+imported, so they are set here at import time of the conftest, before any
+test module can import transformers.
+"""
 
 import os
+import tempfile
 
-import pytest
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_hf_home(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Point HF_HOME at a throwaway folder so no test touches the user's cache."""
-    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="course-test-hf-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
