@@ -17,8 +17,8 @@ from typing import Any
 METRIC_MIME = "application/vnd.course.metric+json"
 
 
-def record(name: str, value: Any, unit: str = "") -> Any:
-    """Show a metric and tag it for the runner's summary; returns ``value``.
+def record(name: str, value: Any, unit: str = "") -> None:
+    """Show a metric and tag it for the runner's summary.
 
     ``value`` must be a number, a bool or a short string; a tensor or numpy
     scalar is converted with ``float()``.
@@ -29,7 +29,6 @@ def record(name: str, value: Any, unit: str = "") -> Any:
     shown = f"{value:.4g}" if isinstance(value, float) else str(value)
     text = f"metric {name} = {shown}{' ' + unit if unit else ''}"
     display({METRIC_MIME: {"name": name, "value": value, "unit": unit}, "text/plain": text}, raw=True)
-    return value
 
 
 def _plain(value: Any) -> float | int | bool | str:
