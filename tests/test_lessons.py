@@ -1,0 +1,58 @@
+"""The smoke run of every lesson, exactly as `course run --profile smoke` does it.
+
+One run of all notebooks is shared by the assertions below (it takes minutes);
+each assertion is a promise a lesson makes to students and CI.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+LESSONS = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PEAK_RSS_GOAL_MB = 2048
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Run the real CLI once over all lessons; return the summary by notebook name."""
+    out = tmp_path_factory.mktemp("smoke")
+    result = subprocess.run(
+        [sys.executable, "-m", "course", "run", "--profile", "smoke", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    by_name = {entry["name"]: entry for entry in summary["notebooks"]}
+    by_name["_cli"] = {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr[-4000:]}
+    return by_name
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_lesson_passes_the_smoke_run(smoke, lesson):
+    entry = smoke[lesson]
+    assert entry["status"] == "ok", entry.get("error")
+    assert Path(entry["output"]).exists()
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_lesson_kernel_stays_under_2_gib(smoke, lesson):
+    assert 0 < smoke[lesson]["peak_rss_mb"] <= PEAK_RSS_GOAL_MB
+
+
+def test_cli_exit_code_and_table(smoke):
+    assert smoke["_cli"]["returncode"] == 0, smoke["_cli"]["stderr"]
+    assert "all notebooks passed" in smoke["_cli"]["stdout"]
+    assert "summary.json" in smoke["_cli"]["stdout"]
+
+
+def test_environment_lesson_records_live_facts(smoke):
+    metrics = smoke["00_environment"]["metrics"]
+    assert metrics["device"] == "cpu"
+    assert metrics["matmul_tflops_cpu_float32"] > 0
+    assert metrics["pipeline_hidden_size"] == 384
+    assert metrics["doctor_errors"] == 0
