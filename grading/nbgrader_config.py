@@ -53,7 +53,7 @@ def harmless_stderr_pattern(lines=HARMLESS_STDERR_LINES, blocks=(LOAD_REPORT,)):
 
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 
-c.CourseDirectory.course_id = "course"
+c.CourseDirectory.course_id = os.environ.get("COURSE_ID", "course")
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 
 # Solution regions become this stub in the released notebook.

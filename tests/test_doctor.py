@@ -364,6 +364,13 @@ def test_hf_cache_not_writable():
     assert finding.severity == "error" and "HF_HOME" in finding.fix
 
 
+def test_read_only_shared_cache_on_the_hub_is_only_info():
+    facts = laptop()
+    facts["hf"].update(writable=False, write_error="OSError: read-only file system", readonly_by_design=True)
+    assert only(diagnose(facts), "hf-cache-read-only").severity == "info"
+    assert "hf-cache-not-writable" not in ids(diagnose(facts))
+
+
 @pytest.mark.parametrize(("free", "severity"), [(3 * GIB, "warning"), (200 * MIB, "error")])
 def test_low_disk(free, severity):
     facts = laptop()

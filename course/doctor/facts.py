@@ -184,6 +184,8 @@ def probe_hf() -> Facts:
         "free_bytes": shutil.disk_usage(_nearest_existing(hub_cache)).free,
         "offline_flags": flags,
         "hub_offline": hub_flag.strip().lower() in TRUTHY,
+        # a shared, pre-filled cache mounted read-only on purpose (the JupyterHub deployment sets this)
+        "readonly_by_design": os.environ.get("COURSE_HF_CACHE_READONLY", "").strip().lower() in TRUTHY,
     }
 
 

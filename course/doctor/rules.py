@@ -84,7 +84,17 @@ def check_hf_cache(facts: Facts) -> list[Finding]:
     """The Hugging Face cache must be writable and have room."""
     hf = section(facts, "hf")
     findings = []
-    if hf.get("writable") is False:
+    if hf.get("writable") is False and hf.get("readonly_by_design"):
+        findings.append(
+            Finding(
+                "hf-cache-read-only",
+                "info",
+                f"The Hugging Face cache {hf.get('hub_cache')} is a shared read-only volume "
+                "(COURSE_HF_CACHE_READONLY=1): the course's models were pre-fetched into it.",
+                "Nothing to do; to download other models, point HF_HOME at a folder you own.",
+            )
+        )
+    elif hf.get("writable") is False:
         findings.append(
             Finding(
                 "hf-cache-not-writable",
