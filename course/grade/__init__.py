@@ -1,0 +1,21 @@
+"""``course grade``: autograde an nbgrader assignment, sandboxed and in parallel.
+
+Built on nbgrader's own converters, preprocessors and configuration; see
+``docs/grading.md`` for the instructor's walkthrough and the threat model.
+
+* :func:`main` / :func:`add_arguments`: the command line (``course grade``).
+* :mod:`course.grade.runner`: checks, plan, workers, report.
+* :mod:`course.grade.sandbox`, :mod:`course.grade.zygote`,
+  :mod:`course.grade.kernel`: the sandboxed, preloaded kernels.
+* :mod:`course.grade.execute`, :mod:`course.grade.preprocessors`,
+  :mod:`course.grade.scoring`, :mod:`course.grade.tamper`,
+  :mod:`course.grade.feedback`, :mod:`course.grade.export`: what changes
+  in nbgrader's pipeline, and what comes out.
+
+Importing this package is instant: nbgrader, nbclient and torch are
+imported by the functions that need them.
+"""
+
+from course.grade.cli import add_arguments, main
+
+__all__ = ["add_arguments", "main"]

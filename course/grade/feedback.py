@@ -1,0 +1,194 @@
+"""Feedback for students: nbgrader's HTML, without the hidden tests.
+
+nbgrader's ``generate_feedback`` renders the autograded notebook, which
+holds the instructor's complete test cells, hidden tests included, and
+the tracebacks of failing hidden tests quote their lines.  Here, by
+default, cells with hidden tests lose the hidden region (nbgrader's own
+``ClearHiddenTests``) *and* the traceback frames that point into the test
+cell; the error type and the test's message stay, and so do frames in the
+student's own code.  ``--show-hidden-tests`` (or
+``c.CourseGrade.show_hidden_tests = True``) shows everything.
+
+A notebook that could not be graded at all (not JSON, unknown nbformat)
+gets a short HTML page saying why, in the same place.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from pathlib import Path
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+HIDDEN_NOTE = "(the lines of hidden tests are not shown)"
+
+_CACHE: dict = {}
+
+
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes."""
+    return ANSI.sub("", text)
+
+
+def hidden_lines(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS") -> list[str]:
+    """The stripped, non-trivial source lines inside hidden-test regions."""
+    lines, inside = [], False
+    for line in source.splitlines():
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif inside and len(line.strip()) > 6:
+            lines.append(line.strip())
+    return lines
+
+
+def scrub_traceback(traceback: list[str], execution_count: int | None, secret_lines: list[str]) -> list[str]:
+    """Drop traceback entries showing the test cell's own code or hidden lines.
+
+    IPython writes one entry per frame, headed ``Cell In[N], line L``; the
+    frames of the running cell (N = its execution count) are the test
+    code.  Entries quoting a hidden line are dropped wherever they come from.
+    """
+    own = re.compile(rf"^\s*(Cell\s+)?In\s*\[\s*{execution_count}\s*\]") if execution_count else None
+    kept: list[str] = []
+    note_at = None
+    for entry in traceback:
+        plain = strip_ansi(entry)
+        if (own is not None and own.search(plain)) or any(line in plain for line in secret_lines):
+            note_at = len(kept) if note_at is None else note_at
+            continue
+        kept.append(entry)
+    if note_at is not None:
+        kept.insert(note_at, HIDDEN_NOTE)
+    return kept
+
+
+def hide_hidden_tests_class():
+    """nbgrader's ClearHiddenTests, extended to scrub tracebacks (built lazily)."""
+    if "hide" in _CACHE:
+        return _CACHE["hide"]
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    class HideHiddenTests(ClearHiddenTests):
+        """Remove hidden tests from the source *and* from error tracebacks."""
+
+        def preprocess_cell(self, cell, resources, cell_index):
+            if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
+                secret = hidden_lines(cell.source, self.begin_test_delimeter, self.end_test_delimeter)
+                for output in cell.get("outputs", []):
+                    if output.output_type == "error":
+                        output.traceback = scrub_traceback(output.traceback, cell.get("execution_count"), secret)
+                        if any(line in output.get("evalue", "") for line in secret):
+                            output.evalue = ""
+            return super().preprocess_cell(cell, resources, cell_index)
+
+    _CACHE["hide"] = HideHiddenTests
+    return HideHiddenTests
+
+
+def course_feedback_class():
+    """nbgrader's GenerateFeedback, keeping its HTML exporter from one student to the next.
+
+    nbgrader builds a fresh exporter per run, which recompiles the HTML
+    templates (~0.3 s); a worker writes feedback for many students.
+    """
+    if "feedback" in _CACHE:
+        return _CACHE["feedback"]
+    from nbconvert.writers import FilesWriter
+    from nbgrader.converters import GenerateFeedback
+
+    class CourseFeedback(GenerateFeedback):
+        """GenerateFeedback that reuses its exporter across students."""
+
+        _kept_exporter = None
+
+        def start(self):
+            if self._kept_exporter is None:
+                self._kept_exporter = self.exporter_class(parent=self, config=self.config)
+                for step in self.preprocessors:
+                    self._kept_exporter.register_preprocessor(step)
+            self.init_notebooks()
+            self.writer = FilesWriter(parent=self, config=self.config)
+            self.exporter = self._kept_exporter
+            here = os.getcwd()
+            os.chdir(self.coursedir.root)
+            try:
+                self.convert_notebooks()
+            finally:
+                os.chdir(here)
+
+    _CACHE["feedback"] = CourseFeedback
+    return CourseFeedback
+
+
+def _converter(app, show_hidden_tests: bool):
+    """This worker's feedback converter, configured once."""
+    from nbgrader.preprocessors import GetGrades
+
+    from course.grade.preprocessors import locked_class
+
+    converter = _CACHE.get(("converter", id(app)))
+    if converter is None:
+        converter = course_feedback_class()(coursedir=app.coursedir, parent=app)
+        converter.force = True
+        steps = [locked_class(p) if p is GetGrades else p for p in converter.preprocessors]
+        if not show_hidden_tests:
+            # Right after the grades are read, before anything renders the source.
+            steps.insert(1, hide_hidden_tests_class())
+        converter.preprocessors = steps
+        _CACHE[("converter", id(app))] = converter
+    return converter
+
+
+def generate_feedback(app, student: str, show_hidden_tests: bool) -> None:
+    """Run nbgrader's GenerateFeedback for one student of ``app.coursedir.assignment_id``."""
+    converter = _converter(app, show_hidden_tests)
+    app.coursedir.student_id = student
+    converter.start()
+
+
+def warm_up(app, show_hidden_tests: bool, notebook: Path) -> None:
+    """Render ``notebook`` once, unsaved, so templates and highlighters are ready.
+
+    Runs while the zygote is still importing torch; the first student's
+    feedback then costs what every other one does.
+    """
+    import nbformat
+
+    converter = _converter(app, show_hidden_tests)
+    if converter._kept_exporter is None:
+        converter._kept_exporter = converter.exporter_class(parent=converter, config=converter.config)
+        for step in converter.preprocessors:
+            converter._kept_exporter.register_preprocessor(step)
+    exporter = converter._kept_exporter
+    steps, exporter._preprocessors = exporter._preprocessors, []  # no gradebook, no student
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+        for cell in nb.cells:  # what nbgrader's GetGrades would have added
+            meta = cell.metadata.get("nbgrader")
+            if meta is not None:
+                meta.setdefault("score", 0.0)
+                meta.setdefault("points", 0.0)
+                meta.setdefault("comment", None)
+        info = {"score": 0.0, "max_score": 0.0, "late_penalty": 0.0, "notebook": notebook.stem}
+        exporter.from_notebook_node(nb, resources={"nbgrader": info})
+    finally:
+        exporter._preprocessors = steps
+
+
+def write_rejection_page(path: Path, student: str, notebook: str, reason: str, max_score: float) -> None:
+    """A minimal feedback page for a notebook that could not be graded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(notebook)}: not graded</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+<h1>{html.escape(notebook)}</h1>
+<p>Student: {html.escape(student)}</p>
+<p><strong>Score: 0 / {max_score:g}.</strong> This notebook could not be graded:</p>
+<pre>{html.escape(reason)}</pre>
+<p>Open it in Jupyter to check that it is the file you meant to submit, fix it, and submit again.</p>
+</body></html>
+"""
+    path.write_text(body)

@@ -1,0 +1,432 @@
+"""The coordinator of ``course grade``: check, plan, start workers, report.
+
+::
+
+    course grade ps1            # from the course directory (or ./grading)
+
+1. **Check** (one clear line and exit code 2 on failure, before anything
+   is touched): the course directory, the assignment (source/, release/,
+   gradebook), the gradebook (present, writable, not locked), at least one
+   submission, writable output folders, and the sandbox (root, namespaces).
+2. **Plan**: a submission whose JSON result matches the fingerprint of its
+   files is already graded and skipped, unless ``--force``.
+3. **Grade**: a zygote imports torch once; N worker processes (default:
+   one per core) each take the next submission (see
+   :mod:`course.grade.worker`); a progress bar shows the rate and ETA.
+4. **Report**: the grades CSV from the gradebook, a summary of failures
+   and tampering, and the exit code (1 when a submission could not be
+   graded; such a submission is retried by the next run).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from course.errors import CourseError
+from course.grade import export
+from course.grade.config import Settings, apply_config_file, find_course_dir, load_nbgrader_app
+
+
+def nbgrader_overrides(settings: Settings):
+    """nbgrader configuration that ``course grade`` imposes over nbgrader_config.py."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.OverwriteCells.add_missing_cells = True  # tests always run from the instructor's copy
+    config.CourseSaveAutoGrades.stderr_fails = bool(settings.stderr_fails)
+    if settings.timeout is not None:
+        config.Execute.timeout = int(settings.timeout) if float(settings.timeout).is_integer() else settings.timeout
+    return config
+
+
+# --------------------------------------------------------------------------
+# checks
+
+
+def _probe_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and prove a file can be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".course-grade-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise CourseError(f"the {what} folder {folder} is not writable ({error.strerror or error})") from None
+
+
+def check_assignment(app, assignment: str) -> None:
+    """The assignment must exist in source/ and have been released."""
+    cd = app.coursedir
+    source = Path(cd.format_path(cd.source_directory, ".", assignment))
+    if not source.is_dir():
+        parent = source.parent
+        known = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+        raise CourseError(f"unknown assignment {assignment!r}: {parent} has {', '.join(known) or 'no assignments'}")
+    release = Path(cd.format_path(cd.release_directory, ".", assignment))
+    if not release.is_dir():
+        raise CourseError(
+            f"{release} is missing: run `nbgrader generate_assignment {assignment}` first "
+            "(tampering is checked against the released notebooks)"
+        )
+
+
+def find_submissions(app, assignment: str) -> list[str]:
+    """Student ids with a ``submitted/<student>/<assignment>/`` folder."""
+    cd = app.coursedir
+    pattern = cd.format_path(cd.submitted_directory, "*", assignment)
+    found = []
+    for path in sorted(glob.glob(pattern)):
+        if os.path.isdir(path):
+            found.append(Path(path).parent.name)
+    if not found:
+        raise CourseError(
+            f"no submissions of {assignment!r} in {cd.format_path(cd.submitted_directory, '.', '.')}: "
+            f"collect them first (nbgrader collect {assignment} / zip_collect)"
+        )
+    return found
+
+
+def already_graded(app, settings: Settings, student: str) -> bool:
+    """A JSON result exists, says graded, matches the files, and the autograded copy is there."""
+    from course.grade.worker import fingerprint, submission_dir
+
+    result = export.read_json(settings.submission_result(student))
+    if not result or result.get("status") != "graded":
+        return False
+    cd = app.coursedir
+    if not Path(cd.format_path(cd.autograded_directory, student, settings.assignment)).is_dir():
+        return False
+    return result.get("fingerprint") == fingerprint(submission_dir(app, student, settings.assignment))
+
+
+# --------------------------------------------------------------------------
+# the zygote
+
+
+_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_][\w.]*)", re.M)
+
+
+def assignment_imports(source: Path) -> list[str]:
+    """Top-level modules imported by the notebooks in ``source`` (and installed)."""
+    import importlib.util
+
+    names: list[str] = []
+    for path in sorted(Path(source).glob("*.ipynb")):
+        try:
+            cells = json.loads(path.read_text()).get("cells", [])
+        except (OSError, ValueError):
+            continue
+        for cell in cells:
+            if cell.get("cell_type") == "code":
+                source_text = "".join(cell.get("source", []))
+                names += [m for m in _IMPORT.findall(source_text) if m not in names]
+
+    def installed(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return [n for n in names if not n.startswith(("__future__", ".")) and installed(n)]
+
+
+def start_zygote(settings: Settings, run_dir: str, modules: list[str], threads: int) -> subprocess.Popen:
+    """Start the kernel fork server; it preloads ``modules`` while workers start."""
+    from course.grade.context import BASE_ENV
+
+    env = {k: os.environ[k] for k in (*BASE_ENV, *settings.pass_env, "PATH", "PYTHONPATH") if k in os.environ}
+    home = os.path.join(run_dir, "zygote-home")
+    os.makedirs(home, exist_ok=True)
+    env.update(
+        HOME=home,
+        TMPDIR=home,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+        MPLBACKEND=os.environ.get("MPLBACKEND", "module://matplotlib_inline.backend_inline"),
+    )
+    if not settings.sandbox:
+        env = {**os.environ, **env, "HOME": os.environ.get("HOME", home)}
+    log = open(os.path.join(run_dir, "zygote.log"), "ab")
+    cmd = [sys.executable, "-m", "course.grade.zygote", os.path.join(run_dir, "zygote.sock"), *modules]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=run_dir)
+
+
+class Kernels:
+    """The run folder and the zygote, started before the slow checks.
+
+    Importing torch is the longest step of a run, and nbgrader's checks do
+    not need it, so the zygote starts first, from what nbgrader_config.py
+    and the assignment's source notebooks say, and imports torch while the
+    coordinator imports nbgrader and checks the gradebook.  A run that stops
+    early (bad input, nothing to grade) just kills it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from course.grade.config import default_jobs, read_config_file
+
+        config = read_config_file(settings.course_dir)
+        section = config.get("CourseGrade", {})
+        self.sandbox_root = section.get("sandbox_root", settings.sandbox_root)
+        preload = section.get("preload", settings.preload)
+        source = config.get("CourseDirectory", {}).get("source_directory", "source")
+        folder = settings.course_dir / source / settings.assignment
+        self.modules = assignment_imports(folder) if preload == "auto" else list(preload)
+        self.threads = max(1, default_jobs() // max(1, settings.jobs))
+        self.run_dir = make_run_dir(settings, self.sandbox_root)
+        self.zygote = start_zygote(settings, self.run_dir, self.modules, self.threads)
+
+    def close(self, settings: Settings) -> None:
+        """Stop the zygote (its kernels die with it), keep its log, remove the run folder."""
+        self.zygote.kill()
+        self.zygote.wait()
+        try:
+            log = Path(self.run_dir, "zygote.log").read_bytes()
+            if log.strip() and settings.results_dir.is_dir():
+                with open(settings.results_dir / "grade.log", "ab") as handle:
+                    handle.write(b"--- zygote ---\n" + log)
+        except OSError:
+            pass
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def make_run_dir(settings: Settings, root: str = "") -> str:
+    """A private folder for this run's sockets, lock and kernel boxes."""
+    from course.grade.sandbox import ensure_private_dir
+
+    if not root:
+        root = "/run" if settings.sandbox and os.access("/run", os.W_OK) else tempfile.gettempdir()
+    run_dir = tempfile.mkdtemp(prefix="course-grade-", dir=root)
+    ensure_private_dir(run_dir, 0o711)
+    ensure_private_dir(os.path.join(run_dir, "boxes"), 0o711)
+    return run_dir
+
+
+# --------------------------------------------------------------------------
+# running
+
+
+def _progress(total: int, settings: Settings):
+    """A tqdm bar with rate and ETA on stderr (a no-op object when disabled)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=f"grading {settings.assignment}",
+        unit="sub",
+        file=sys.stderr,
+        disable=not settings.progress or total == 0,
+        dynamic_ncols=True,
+    )
+
+
+def run_workers(
+    settings: Settings, run_dir: str, notebooks: list[str], todo: list[str], zygote, timeline: dict, started: float
+) -> dict[str, dict]:
+    """Grade ``todo`` with ``settings.jobs`` worker processes; return results by student.
+
+    ``timeline`` receives when workers were ready and the first result came
+    (seconds since ``started``, a ``time.time()``).
+    """
+    import multiprocessing as mp
+
+    from course.grade.worker import worker_main
+
+    # fork: workers start with nbgrader already imported by this process.
+    # They are forked before this process starts any thread (the queue's
+    # feeder, the progress bar, the zygote watcher); spawn elsewhere.
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    jobs = max(1, min(settings.jobs, len(todo)))
+
+    def launch(slot: int):
+        proc = ctx.Process(target=worker_main, args=(slot, settings, run_dir, notebooks, tasks, results), daemon=True)
+        proc.start()
+        return proc
+
+    workers = {slot: launch(slot) for slot in range(jobs)}
+    for student in todo:
+        tasks.put(student)
+    _watch_zygote(zygote, timeline, started)
+    busy: dict[int, str] = {}
+    restarts = 0
+    done: dict[str, dict] = {}
+    bar = _progress(len(todo), settings)
+    try:
+        while len(done) < len(todo):
+            try:
+                kind, slot, student, summary = results.get(timeout=1.0)
+            except queue.Empty:
+                if zygote.poll() is not None:
+                    log = settings.results_dir / "grade.log"
+                    raise CourseError(f"the kernel zygote exited (status {zygote.returncode}); see {log}") from None
+                for slot, proc in list(workers.items()):
+                    if proc.exitcode is None or proc.exitcode == 0:
+                        continue
+                    student = busy.pop(slot, None)
+                    if student is not None and student not in done:
+                        done[student] = {
+                            "student_id": student,
+                            "status": "error",
+                            "error": f"the grading worker crashed (exit code {proc.exitcode})",
+                        }
+                        bar.update(1)
+                    if restarts >= 2 * jobs:
+                        raise CourseError("grading workers keep crashing; see grade.log") from None
+                    restarts += 1
+                    workers[slot] = launch(slot)
+                continue
+            if kind == "ready":
+                timeline.setdefault("workers_ready", []).append(round(summary - started, 3))
+            elif kind == "start":
+                busy[slot] = student
+                bar.set_postfix_str(student, refresh=False)
+            else:
+                busy.pop(slot, None)
+                done[student] = summary
+                timeline.setdefault("first_done", round(time.time() - started, 3))
+                bar.update(1)
+    finally:
+        bar.close()
+        for _ in workers:
+            tasks.put(None)
+        for proc in workers.values():
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    return done
+
+
+def _summary_lines(settings: Settings, done: dict[str, dict], skipped: list[str], seconds: float) -> list[str]:
+    """What the instructor reads at the end of a run."""
+    graded = [r for r in done.values() if r.get("status") == "graded"]
+    failed = {s: r for s, r in done.items() if r.get("status") != "graded"}
+    mode = "sandbox on" if settings.sandbox else "SANDBOX OFF"
+    lines = [
+        f"graded {len(graded)} submission(s) of {settings.assignment} in {seconds:.1f} s "
+        f"({settings.jobs} worker(s), {mode}); skipped {len(skipped)} already graded; {len(failed)} failed"
+    ]
+    for student, result in sorted(failed.items()):
+        lines.append(f"  not graded: {student}: {result.get('error', 'unknown error')}")
+    for student, result in sorted(done.items()):
+        problems = []
+        for nb in result.get("notebooks", []):
+            if nb.get("status") in ("rejected", "missing"):
+                problems.append(f"{nb['name']} {nb['status']}: {nb['reason']}")
+            for cell in nb.get("cells", []):
+                if cell["status"] in ("timeout", "kernel-died"):
+                    problems.append(f"{cell['grade_id']}: {cell['message']}")
+                    break
+        if result.get("tampering"):
+            from course.grade.tamper import summarize
+
+            problems.append("tampering: " + summarize(result["tampering"]))
+        if problems:
+            lines.append(f"  {student}: " + "; ".join(problems))
+    lines.append(f"results: {settings.results_dir} (grades.csv, submissions/<student>.json, grade.log)")
+    return lines
+
+
+def _watch_zygote(zygote, timeline: dict, started: float) -> None:
+    """Record when the zygote has finished preloading (its one stdout line)."""
+    import threading
+
+    def read() -> None:
+        line = zygote.stdout.readline()
+        try:
+            info = json.loads(line)
+        except ValueError:
+            return
+        timeline["zygote_ready"] = round(time.time() - started, 3)
+        timeline["zygote_preload"] = info.get("seconds")
+        timeline["preload_failed"] = info.get("failed", {})
+
+    threading.Thread(target=read, daemon=True).start()
+
+
+def _skip_slow_optional_imports() -> None:
+    """Keep jsonschema from compiling the rfc3987_syntax grammar (~2-3 s).
+
+    nbformat's validator imports jsonschema, whose optional "iri" format
+    checker imports rfc3987_syntax, which builds a lark grammar at import
+    time.  No notebook schema uses that format, so this process (and the
+    workers forked from it) declare the module absent; jsonschema then
+    simply goes without that checker, as it does when it is not installed.
+    """
+    if "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None
+
+
+def grade(settings: Settings) -> int:
+    """Run ``course grade`` with resolved settings; return the exit code."""
+    _skip_slow_optional_imports()
+    started = time.perf_counter()
+    wall_start = time.time()
+    timeline: dict = {}
+    settings.course_dir = find_course_dir(settings.course_dir)
+    if settings.sandbox:
+        from course.grade.sandbox import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            raise CourseError(f"{reason}; pass --no-sandbox to grade without isolation (only for trusted code)")
+    kernels = Kernels(settings)
+    try:
+        return _grade(settings, kernels, timeline, started, wall_start)
+    finally:
+        kernels.close(settings)
+
+
+def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float, wall_start: float) -> int:
+    """Checks, plan, workers, report (the zygote is already importing torch)."""
+    app = load_nbgrader_app(settings.course_dir, log_level="ERROR")
+    apply_config_file(settings, app)
+    if settings.db_url:
+        app.coursedir.db_url = settings.db_url
+    settings.db_url = app.coursedir.db_url
+    cd = app.coursedir
+
+    check_assignment(app, settings.assignment)
+    from course.grade.gradebook import check_gradebook
+
+    notebooks = check_gradebook(settings.db_url, cd.course_id, settings.assignment)
+    students = find_submissions(app, settings.assignment)
+    _probe_writable(Path(cd.format_path(cd.feedback_directory, ".", ".")), "feedback")
+    _probe_writable(Path(cd.format_path(cd.autograded_directory, ".", ".")), "autograded")
+    _probe_writable(settings.results_dir, "results")
+
+    skipped = [] if settings.force else [s for s in students if already_graded(app, settings, s)]
+    todo = [s for s in students if s not in skipped]
+    done: dict[str, dict] = {}
+    if todo:
+        settings.jobs = max(1, min(settings.jobs, len(todo)))
+        timeline["checks_done"] = round(time.time() - wall_start, 3)
+        timeline["preload_modules"] = kernels.modules
+        done = run_workers(settings, kernels.run_dir, notebooks, todo, kernels.zygote, timeline, wall_start)
+    timeline["finished"] = round(time.time() - wall_start, 3)
+    export.write_json(
+        settings.results_dir / "run.json",
+        {
+            "assignment": settings.assignment,
+            "jobs": settings.jobs,
+            "sandbox": settings.sandbox,
+            "graded": sorted(done),
+            "skipped": skipped,
+            "timeline": timeline,
+        },
+    )
+    rows = export.write_csv(settings.db_url, cd.course_id, settings.assignment, settings.results_dir / "grades.csv")
+    for line in _summary_lines(settings, done, skipped, time.perf_counter() - started):
+        print(line)
+    print(f"grades.csv: {rows} student(s); feedback: {cd.format_path(cd.feedback_directory, '*', settings.assignment)}")
+    return 1 if any(r.get("status") != "graded" for r in done.values()) else 0

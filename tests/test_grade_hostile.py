@@ -1,0 +1,447 @@
+"""A hostile class, graded in ONE ``course grade`` run with two workers.
+
+Every submission below attacks the grader, the sandbox or the scoring in
+one way; each has its expected outcome asserted, and the honest students
+graded in the same run (by the same workers, before and after the
+attackers) must come out exactly as if alone.
+
+Needs root and Linux namespaces (the sandbox); skipped with the reason
+otherwise.  Cost: one run, ~1-2 min on 2 cores (two cells time out on
+purpose at --timeout 10).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures" / "grade"))
+
+import classroom as cls  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 10
+
+
+def _sandbox_missing() -> str | None:
+    from course.grade.sandbox import unavailable_reason
+
+    return unavailable_reason()
+
+
+LIAR = """
+class Liar:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __bool__(self): return True
+    def __float__(self): return 1.0
+    def __getattr__(self, name): return Liar()
+    def __call__(self, *args, **kwargs): return Liar()
+
+def relu(x):
+    return Liar()
+"""
+
+
+def snoop_code(course: Path) -> str:
+    """Try to read the instructor's files and write the gradebook; print LEAK on success."""
+    return (
+        f"""
+import os, sqlite3
+COURSE = {str(course)!r}
+for path in ["../source/ps_fixture/ps_fixture.ipynb", "../../source/ps_fixture/ps_fixture.ipynb",
+             "../../../source/ps_fixture/ps_fixture.ipynb", COURSE + "/source/ps_fixture/ps_fixture.ipynb",
+             COURSE + "/gradebook.db", COURSE + "/submitted/honest/ps_fixture/ps_fixture.ipynb",
+             COURSE + "/release/ps_fixture/ps_fixture.ipynb", COURSE + "/nbgrader_config.py",
+             "/root/.bashrc", "/etc/shadow"]:
+    try:
+        with open(path, "rb") as handle:
+            handle.read(16)
+        print("LEAK read", path)
+    except Exception as error:
+        print("blocked read", path, type(error).__name__)
+for path in [COURSE + "/gradebook.db", COURSE + "/source/ps_fixture/ps_fixture.ipynb",
+             COURSE + "/results/ps_fixture/honest.json", "/usr/evil.txt", "/etc/evil.txt", "/var/tmp/../evil.txt"]:
+    try:
+        with open(path, "ab") as handle:
+            handle.write(b"x")
+        print("LEAK write", path)
+    except Exception as error:
+        print("blocked write", path, type(error).__name__)
+try:
+    db = sqlite3.connect(COURSE + "/gradebook.db")
+    db.execute("UPDATE grade SET auto_score = 100")
+    db.commit()
+    print("LEAK sqlite")
+except Exception as error:
+    print("blocked sqlite", type(error).__name__)
+try:
+    listing = os.listdir(COURSE)
+    print("LEAK listing" if listing else "empty listing", listing)
+except Exception as error:
+    print("blocked listing", type(error).__name__)
+with open("mine.txt", "w") as handle:
+    handle.write("my own working copy is writable")
+print("own write ok", open("mine.txt").read())
+pids = [p for p in os.listdir("/proc") if p.isdigit()]
+print("processes visible", len(pids), "uid", os.getuid())
+"""
+        + cls.RELU
+    )
+
+
+def network_code(port: int) -> str:
+    """Try to reach a server the test runs on this machine, and the internet."""
+    return (
+        f"""
+import socket
+for host, port in [("127.0.0.1", {port}), ("localhost", {port}), ("1.1.1.1", 53)]:
+    try:
+        conn = socket.create_connection((host, port), timeout=3)
+        conn.sendall(b"LEAK")
+        print("CONNECTED", host)
+    except Exception as error:
+        print("blocked", host, type(error).__name__)
+"""
+        + cls.RELU
+    )
+
+
+class Server:
+    """A TCP server on 127.0.0.1 that records every connection."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.hits: list[bytes] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(1)
+            try:
+                self.hits.append(conn.recv(100))
+            except OSError:
+                self.hits.append(b"")
+            conn.close()
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """Build the class, run `course grade` once, return what came out."""
+    reason = _sandbox_missing()
+    if reason:
+        pytest.skip(f"sandbox unavailable: {reason}")
+    course = cls.new_course(tmp_path_factory.mktemp("hostile"), "c.CourseGrade.memory_mb = 1024\n")
+    server = Server()
+    submit = cls.submit_answers
+    correct = cls.CORRECT
+    submit(course, "honest", correct)
+    submit(course, "partial", {**correct, "relu": cls.RELU_WRONG})
+    submit(course, "warner", {**correct, "normalize": cls.NORMALIZE_WITH_WARNING})
+    submit(course, "stub", {})
+    endless = "def pick_device(prefer_gpu=True):\n    while True:\n        pass\n"
+    submit(course, "loop", {**correct, "pick_device": endless})
+    submit(
+        course,
+        "c_loop",
+        {
+            **correct,
+            "normalize": (
+                "import itertools\n"
+                "def normalize(v):\n"
+                "    return sum(itertools.repeat(1, 10**13))  # C code: no interrupt\n"
+            ),
+        },
+    )
+    submit(course, "fork_bomb", {**correct, "pick_device": "import os\nwhile True:\n    os.fork()\n" + cls.PICK_DEVICE})
+    submit(
+        course,
+        "memory_bomb",
+        {**correct, "normalize": ("hog = []\nwhile True:\n    hog.append(b'x' * (64 * 2**20))\n" + cls.NORMALIZE)},
+    )
+    submit(course, "big_output", {**correct, "relu": "print('x' * 100_000_000)\n" + cls.RELU})
+    submit(course, "os_exit", {**correct, "pick_device": cls.PICK_DEVICE + "import os\nos._exit(3)\n"})
+    submit(course, "segfault", {**correct, "pick_device": cls.PICK_DEVICE + "import ctypes\nctypes.string_at(0)\n"})
+    submit(course, "sys_exit", {**correct, "pick_device": "import sys\nsys.exit(0)\n"})
+    submit(course, "snoop", {**correct, "relu": snoop_code(course)})
+    submit(course, "network", {**correct, "relu": network_code(server.port)})
+    submit(
+        course,
+        "eq_true",
+        {
+            "relu": LIAR,
+            "pick_device": "def pick_device(prefer_gpu=True):\n    return Liar()\n",
+            "normalize": "def normalize(v):\n    return Liar()\n",
+        },
+    )
+    submit(course, "deleted_tests", correct, edit=cls.delete_cells("test_relu_hidden", "test_normalize"))
+    submit(
+        course,
+        "edited_test",
+        {**correct, "relu": cls.RELU_WRONG},
+        edit=cls.replace_source("test_relu", "assert True  # all good"),
+    )
+    submit(course, "changed_ids", correct, edit=cls.change_metadata)
+    cls.submit_raw(course, "not_json", b"this is not a notebook {")
+    cls.submit_raw(course, "wrong_nbformat", cls.wrong_nbformat(course))
+
+    source_nb = course / "source" / "ps_fixture" / "ps_fixture.ipynb"
+    source_before = source_nb.read_bytes()
+    proc = cls.run_grade(course, "--jobs", "2", "--timeout", str(TIMEOUT))
+    server.close()
+    results = {}
+    for path in (course / "results" / "ps_fixture" / "submissions").glob("*.json"):
+        results[path.stem] = json.loads(path.read_text())
+    return {
+        "course": course,
+        "proc": proc,
+        "results": results,
+        "server_hits": server.hits,
+        "source_unchanged": source_nb.read_bytes() == source_before,
+    }
+
+
+def cells(result: dict) -> dict[str, dict]:
+    """grade_id -> cell result of the (only) notebook."""
+    return {c["grade_id"]: c for c in result["notebooks"][0]["cells"]}
+
+
+def outputs_text(course: Path, student: str, grade_id: str) -> str:
+    """All text output of one cell of a student's autograded notebook."""
+    nb = nbformat.read(course / "autograded" / student / "ps_fixture" / "ps_fixture.ipynb", as_version=4)
+    cell = nb.cells[cls.cell_index(nb, grade_id)]
+    return "".join(o.get("text", "") + o.get("ename", "") + o.get("evalue", "") for o in cell.outputs)
+
+
+def test_run_completes_and_grades_everyone(hostile):
+    proc = hostile["proc"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(hostile["results"]) == 20
+    assert all(r["status"] == "graded" and r["max_score"] == cls.MAX_SCORE for r in hostile["results"].values())
+
+
+@pytest.mark.parametrize(
+    "student, score",
+    [
+        ("honest", 7),
+        ("partial", 4),
+        ("warner", 7),
+        ("stub", 1),
+        ("loop", 6),
+        ("c_loop", 4),
+        ("fork_bomb", 3),
+        ("memory_bomb", 5),
+        ("big_output", 7),
+        ("os_exit", 3),
+        ("segfault", 3),
+        ("sys_exit", 6),
+        ("snoop", 7),
+        ("network", 7),
+        ("eq_true", 1),
+        ("deleted_tests", 7),
+        ("edited_test", 4),
+        ("changed_ids", 7),
+        ("not_json", 0),
+        ("wrong_nbformat", 0),
+    ],
+)
+def test_score(hostile, student, score):
+    assert hostile["results"][student]["score"] == score
+
+
+def test_csv_matches_results(hostile):
+    lines = (hostile["course"] / "results" / "ps_fixture" / "grades.csv").read_text().splitlines()
+    assert lines[0] == "student_id,total,max," + ",".join(cls.TESTS)
+    rows = {line.split(",")[0]: line.split(",") for line in lines[1:]}
+    assert set(rows) == set(hostile["results"])
+    for student, result in hostile["results"].items():
+        assert float(rows[student][1]) == result["score"]
+        assert float(rows[student][2]) == cls.MAX_SCORE
+
+
+def test_honest_students_are_untouched_by_the_others(hostile):
+    for student in ("honest", "warner"):
+        result = hostile["results"][student]
+        assert result["tampering"] == []
+        assert all(c["status"] == "passed" for c in cells(result).values())
+
+
+def test_stderr_warning_does_not_zero_a_correct_answer(hostile):
+    text = outputs_text(hostile["course"], "warner", "test_normalize")
+    assert "UserWarning" in text  # the warning is still shown
+    assert cells(hostile["results"]["warner"])["test_normalize"]["score"] == 2
+
+
+def test_python_infinite_loop_times_out_and_grading_continues(hostile):
+    c = cells(hostile["results"]["loop"])
+    assert c["test_pick_device"]["status"] == "timeout"
+    assert f"{TIMEOUT}" in c["test_pick_device"]["message"]
+    assert c["test_normalize"]["status"] == "passed" and c["test_labels"]["status"] == "passed"
+
+
+def test_loop_inside_c_code_is_killed_and_the_rest_marked(hostile):
+    c = cells(hostile["results"]["c_loop"])
+    assert c["test_normalize"]["status"] == "timeout"
+    assert "did not stop when interrupted" in c["test_normalize"]["message"]
+    assert c["test_labels"]["status"] == "not-run"
+    assert c["test_relu"]["status"] == c["test_pick_device"]["status"] == "passed"
+
+
+def test_fork_bomb_is_bounded(hostile):
+    c = cells(hostile["results"]["fork_bomb"])
+    assert c["test_relu"]["status"] == c["test_relu_hidden"]["status"] == "passed"
+    for grade_id in ("test_pick_device", "test_normalize", "test_labels"):
+        assert c[grade_id]["status"] in ("timeout", "kernel-died", "not-run", "failed")
+    from course.grade.sandbox import processes_of
+
+    assert not [p for uid in range(2_100_000_000, 2_100_000_004) for p in processes_of(uid)], "sandbox outlived the run"
+
+
+def test_memory_bomb_hits_the_limit_not_the_machine(hostile):
+    text = outputs_text(hostile["course"], "memory_bomb", "normalize")
+    assert "MemoryError" in text
+    c = cells(hostile["results"]["memory_bomb"])
+    assert c["test_normalize"]["status"] == "failed" and c["test_labels"]["status"] == "passed"
+
+
+def test_huge_single_line_output_is_cut(hostile):
+    nb_path = hostile["course"] / "autograded" / "big_output" / "ps_fixture" / "ps_fixture.ipynb"
+    assert nb_path.stat().st_size < 3_000_000
+    assert "output truncated" in outputs_text(hostile["course"], "big_output", "relu")
+
+
+@pytest.mark.parametrize("student, reason", [("os_exit", "status 3"), ("segfault", "SIGSEGV")])
+def test_kernel_death_keeps_earlier_points(hostile, student, reason):
+    c = cells(hostile["results"][student])
+    assert c["test_relu"]["status"] == c["test_relu_hidden"]["status"] == "passed"
+    for grade_id in ("test_pick_device", "test_normalize", "test_labels"):
+        assert c[grade_id]["status"] == "not-run"
+        assert reason in c[grade_id]["message"]
+
+
+def test_sys_exit_does_not_stop_grading(hostile):
+    c = cells(hostile["results"]["sys_exit"])
+    assert c["test_pick_device"]["status"] == "failed"
+    assert c["test_normalize"]["status"] == "passed"
+
+
+def test_snooping_student_sees_nothing_and_writes_nothing(hostile):
+    text = outputs_text(hostile["course"], "snoop", "relu")
+    assert "LEAK" not in text, text
+    assert text.count("blocked read") == 10 and text.count("blocked write") == 6, text
+    assert "blocked sqlite" in text and "own write ok" in text
+    visible = int(text.split("processes visible")[1].split()[0])
+    assert visible < 20  # its own pid namespace
+    assert hostile["source_unchanged"]
+    db = sqlite3.connect(hostile["course"] / "gradebook.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT max(auto_score) FROM grade").fetchone()[0] <= 2
+
+
+def test_network_is_unreachable(hostile):
+    text = outputs_text(hostile["course"], "network", "relu")
+    assert "CONNECTED" not in text and text.count("blocked") == 3, text
+    assert hostile["server_hits"] == []
+
+
+def test_equal_to_everything_object_fails(hostile):
+    c = cells(hostile["results"]["eq_true"])
+    assert [g for g, cell in c.items() if cell["status"] == "passed"] == ["test_labels"]
+
+
+def kinds(result: dict) -> set[tuple[str, str]]:
+    return {(f["kind"], f["grade_id"]) for f in result["tampering"]}
+
+
+def test_deleted_tests_are_reported_and_still_run(hostile):
+    result = hostile["results"]["deleted_tests"]
+    assert kinds(result) == {("deleted", "test_relu_hidden"), ("deleted", "test_normalize")}
+    assert all(c["status"] == "passed" for c in cells(result).values())
+
+
+def test_edited_test_is_reported_and_the_instructors_copy_runs(hostile):
+    result = hostile["results"]["edited_test"]
+    assert kinds(result) == {("edited", "test_relu")}
+    assert cells(result)["test_relu"]["status"] == "failed"
+
+
+def test_changed_ids_and_metadata_are_reported(hostile):
+    found = kinds(hostile["results"]["changed_ids"])
+    assert {
+        ("unknown-id", "my_own_test"),
+        ("deleted", "test_pick_device"),
+        ("metadata", "test_normalize"),
+        ("metadata", "test_labels"),
+        ("duplicated", "test_relu"),
+    } <= found
+
+
+def test_no_tampering_reported_for_honest_work(hostile):
+    attackers = {"deleted_tests", "edited_test", "changed_ids"}
+    for student, result in hostile["results"].items():
+        if student not in attackers:
+            assert result["tampering"] == [], student
+
+
+@pytest.mark.parametrize("student, words", [("not_json", "not valid JSON"), ("wrong_nbformat", "version is 5")])
+def test_unreadable_files_score_zero_with_the_reason(hostile, student, words):
+    nb = hostile["results"][student]["notebooks"][0]
+    assert nb["status"] == "rejected" and words in nb["reason"]
+    page = hostile["course"] / "feedback" / student / "ps_fixture" / "ps_fixture.html"
+    assert words in page.read_text()
+
+
+def page_text(path: Path) -> str:
+    """The visible text of an HTML page, whitespace collapsed."""
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.parts = []
+
+        def handle_data(self, data):
+            self.parts.append(data)
+
+    parser = Text()
+    parser.feed(path.read_text())
+    return " ".join("".join(parser.parts).split())
+
+
+def test_feedback_hides_hidden_tests(hostile):
+    from course.grade.feedback import hidden_lines
+
+    source = nbformat.read(hostile["course"] / "source" / "ps_fixture" / "ps_fixture.ipynb", as_version=4)
+    secret = [" ".join(line.split()) for c in source.cells for line in hidden_lines(c.source)]
+    assert len(secret) == 6
+    for student in ("honest", "partial", "eq_true"):
+        text = page_text(hostile["course"] / "feedback" / student / "ps_fixture" / "ps_fixture.html")
+        assert "relu must return a torch.Tensor, not" in text  # visible tests are shown
+        assert not [line for line in secret if line in text], student
+        assert "BEGIN HIDDEN TESTS" not in text
+    partial = page_text(hostile["course"] / "feedback" / "partial" / "ps_fixture" / "ps_fixture.html")
+    assert "relu is wrong on a grid" in partial  # the failing hidden test's message is feedback
+    assert "hidden tests are not shown" in partial
