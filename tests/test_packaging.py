@@ -30,3 +30,8 @@ def test_pip_would_not_replace_the_installed_torch(tmp_path):
     planned = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert "course" in planned
     assert not planned & {"torch", "nvidia-cudnn-cu12", "nvidia-cublas-cu12", "triton"}, planned
+
+
+def test_code_is_ruff_clean():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
