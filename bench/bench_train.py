@@ -1,0 +1,97 @@
+"""course.train's loop against transformers.Trainer: samples per second, same model, data and settings.
+
+Both recipes fine-tune the bundled MiniLM with a fresh 2-label head on the
+bundled sentiment train split: batch 16, max length 64 with dynamic padding,
+fp32, fused AdamW, gradient clipping at 1.0, a linear schedule.  Each trial
+starts from the same initial weights (a copy made once, so loading the model
+is not timed) and times the whole training call (``fit()`` /
+``trainer.train()``), optimizer creation included.  Trials alternate between
+the recipes so that a change in machine load hits both; the ratio of the
+medians is printed, measured in this one run::
+
+    python bench/bench_train.py                # 30 steps, 3 trials each
+    python bench/bench_train.py --steps 60 --trials 5 --json build/bench_train.json
+
+Goal: loop / Trainer >= 1.0 on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--trials", type=int, default=3, help="timed runs per recipe, alternating")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from course.assets import load_dataset, load_model, load_tokenizer
+    from course.devices import choose_device
+    from course.train.data import make_loader, tokenize
+    from course.train.loop import TrainConfig, fit
+    from course.train.trainer import trainer_finetune
+
+    choice = choose_device(args.device)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+                         precision=args.precision, fused=True)
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer()
+    initial = load_model(task="sequence-classification")
+    train = tokenize(load_dataset()["train"], tokenizer, config.max_length, num_labels=2)
+
+    def run_loop() -> float:
+        model = copy.deepcopy(initial)
+        loader = make_loader(train, tokenizer, config.batch_size, seed=config.seed)
+        started = time.perf_counter()
+        fit(model, loader, config, device=choice.device, progress=False)
+        return config.steps * config.samples_per_step / (time.perf_counter() - started)
+
+    def run_trainer() -> float:
+        model = copy.deepcopy(initial)
+        with tempfile.TemporaryDirectory() as folder:
+            return trainer_finetune(model, tokenizer, train, config, output_dir=folder,
+                                    device=choice.device).samples_per_s
+
+    print(f"device {choice}; torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    print(f"{args.steps} steps x batch {args.batch_size}, max length {args.max_length}, {args.precision}", flush=True)
+    run_loop(), run_trainer()  # warm-up: first-call costs (allocator, kernels, imports) out of the timings
+    results: dict[str, list[float]] = {"loop": [], "trainer": []}
+    for trial in range(args.trials):
+        for name, runner in (("loop", run_loop), ("trainer", run_trainer)):
+            results[name].append(runner())
+            print(f"trial {trial + 1} {name:<8} {results[name][-1]:7.1f} samples/s "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    loop, trainer = (statistics.median(results[name]) for name in ("loop", "trainer"))
+    ratio = loop / trainer
+    print(f"median: course.train {loop:.1f} samples/s, Trainer {trainer:.1f} samples/s -> ratio {ratio:.2f}x "
+          f"(goal >= 1.0: {'met' if ratio >= 1.0 else 'NOT met'})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"config": vars(args), "samples_per_s": results, "ratio": ratio,
+                                               "device": str(choice.device)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The same fine-tune through 🤗 ``Trainer``, with transformers 5 argument names.
+
+:func:`training_arguments` maps a :class:`~course.train.loop.TrainConfig`
+onto ``TrainingArguments`` one field at a time, so the two recipes can be
+compared line by line.  Names that changed in transformers 5 (the old ones
+raise ``TypeError`` now):
+
+==============================  ==============================
+transformers 4                  transformers 5
+==============================  ==============================
+``evaluation_strategy``         ``eval_strategy``
+``no_cuda=True``                ``use_cpu=True``
+``Trainer(tokenizer=...)``      ``Trainer(processing_class=...)``
+``gradient_checkpointing``      ``activation_checkpointing``
+``report_to`` default "all"     default ``"none"``
+==============================  ==============================
+
+Two settings matter beyond the names:
+
+* ``average_tokens_across_devices=False``: with the default ``True`` and
+  several processes, the logged loss of a model that ignores
+  ``num_items_in_batch`` (BERT does) is multiplied by the number of processes.
+* ``bf16=True`` needs a bf16 GPU, or ``use_cpu=True``; ``fp16=True`` on a
+  CPU silently does nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from course.train.loop import TrainConfig, optimizer_name
+from course.train.precision import choose_precision
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+    from course.train.data import TokenizedDataset
+
+
+@dataclass
+class TrainerRun:
+    """What :func:`trainer_finetune` measured, shaped like :class:`~course.train.loop.TrainResult`."""
+
+    trainer: Trainer
+    seconds: float
+    samples: int
+    optimizer: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    evaluation: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def samples_per_s(self) -> float:
+        """Samples per second over the whole ``trainer.train()`` call."""
+        return self.samples / self.seconds if self.seconds else 0.0
+
+
+def training_arguments(
+    config: TrainConfig, output_dir: str | Path, device: torch.device | str = "cpu", progress: bool = False
+) -> TrainingArguments:
+    """``TrainingArguments`` equivalent to ``config`` (transformers 5 names)."""
+    import torch
+    from transformers import TrainingArguments
+
+    config.check()
+    device = torch.device(device)
+    precision = choose_precision(config.precision, device)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=config.steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=64,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type="linear",
+        max_grad_norm=config.max_grad_norm if config.max_grad_norm is not None else 0.0,
+        optim="adamw_torch" if config.fused is False else "adamw_torch_fused",
+        bf16=precision.name == "bf16",
+        fp16=precision.name == "fp16",
+        use_cpu=device.type == "cpu",
+        activation_checkpointing=config.activation_checkpointing,
+        eval_strategy="steps" if config.eval_every else "no",
+        eval_steps=config.eval_every or None,
+        save_strategy="no",
+        logging_steps=1,
+        report_to="none",
+        average_tokens_across_devices=False,
+        ddp_find_unused_parameters=False,  # every parameter gets a gradient: skip DDP's extra graph walk
+        seed=config.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+    )
+
+
+def accuracy(eval_prediction: Any) -> dict[str, float]:
+    """``compute_metrics`` for the Trainer: the fraction of argmax predictions that match."""
+    logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+    return {"accuracy": float((logits.argmax(axis=-1) == labels).mean())}
+
+
+def trainer_finetune(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: TokenizedDataset,
+    config: TrainConfig,
+    *,
+    output_dir: str | Path,
+    eval_dataset: TokenizedDataset | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> TrainerRun:
+    """Fine-tune with ``Trainer``; time ``trainer.train()`` and evaluate if asked."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config, output_dir, device, progress),
+        train_dataset=train,
+        eval_dataset=eval_dataset,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=accuracy,
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    world = trainer.args.world_size
+    run = TrainerRun(
+        trainer,
+        seconds,
+        config.steps * config.samples_per_step * world,
+        optimizer_name(trainer.optimizer),
+        history=[row for row in trainer.state.log_history if "loss" in row],
+    )
+    if eval_dataset is not None:
+        scores = trainer.evaluate()
+        run.evaluation = {"loss": scores["eval_loss"], "accuracy": scores["eval_accuracy"]}
+    return run
