@@ -289,8 +289,10 @@ def test_other_runtime_errors_keep_their_traceback():
 
 
 def test_peak_memory_sees_a_short_lived_allocation():
-    with PeakMemory("cpu") as memory:
-        block = torch.ones(64, 2**20 // 4 * 4)  # 256 MiB of float32, touched
+    with PeakMemory("cpu", interval=0.001) as memory:
+        block = torch.ones(64, 2**20)  # 256 MiB of float32, every page touched
+        for _ in range(3):
+            block.mul_(1.5)
         del block
     assert memory.extra_mb > 200
     assert memory.source == "process RSS"

@@ -228,12 +228,19 @@ def make_loader(
     see ``sampler.set_epoch``), then hands rank ``r`` every
     ``world_size``-th index starting at ``r``.
     """
+    import torch
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
     check_batch_size(batch_size)
     sampler = DistributedSampler(tokenized, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-    return DataLoader(tokenized, batch_size=batch_size, sampler=sampler, collate_fn=collator(tokenizer))
+    return DataLoader(
+        tokenized,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collator(tokenizer),
+        pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
+    )
 
 
 def make_loaders(

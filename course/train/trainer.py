@@ -115,7 +115,7 @@ def trainer_finetune(
     progress: bool = False,
 ) -> TrainerRun:
     """Fine-tune with ``Trainer``; time ``trainer.train()`` and evaluate if asked."""
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
     trainer = Trainer(
         model=model,
@@ -126,6 +126,8 @@ def trainer_finetune(
         processing_class=tokenizer,
         compute_metrics=accuracy,
     )
+    if not progress:  # without a progress bar Trainer prints every log line: keep the notebook short
+        trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -134,7 +136,7 @@ def trainer_finetune(
         trainer,
         seconds,
         config.steps * config.samples_per_step * world,
-        optimizer_name(trainer.optimizer),
+        optimizer_name(getattr(trainer.optimizer, "optimizer", trainer.optimizer)),  # unwrap accelerate's
         history=[row for row in trainer.state.log_history if "loss" in row],
     )
     if eval_dataset is not None:
