@@ -271,7 +271,8 @@ def load_model(
         raise CourseError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    if task == "sequence-classification":
+    if task == "sequence-classification" and _model_spec(name or DEFAULT_MODEL) is not None:
+        # a fresh head on a registry model gets the course's labels; a saved folder keeps its own
         kwargs.setdefault("num_labels", len(LABELS))
         kwargs.setdefault("id2label", dict(enumerate(LABELS)))
         kwargs.setdefault("label2id", {label: i for i, label in enumerate(LABELS)})

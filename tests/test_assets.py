@@ -117,3 +117,11 @@ def test_cli_list_verify_prefetch():
     bad = cli("prefetch", "gpt2")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1
+
+
+def test_a_saved_classifier_keeps_its_own_labels(tmp_path):
+    three = assets.load_model(task="sequence-classification", num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                              label2id={"a": 0, "b": 1, "c": 2})
+    three.save_pretrained(tmp_path)
+    reloaded = assets.load_model(str(tmp_path), task="sequence-classification")
+    assert reloaded.config.id2label == {0: "a", 1: "b", 2: "c"} and reloaded.classifier.out_features == 3

@@ -56,3 +56,21 @@ def test_environment_lesson_records_live_facts(smoke):
     assert metrics["matmul_tflops_cpu_float32"] > 0
     assert metrics["pipeline_hidden_size"] == 384
     assert metrics["doctor_errors"] == 0
+
+
+def test_pipelines_lesson_matches_the_pipeline_by_hand(smoke):
+    metrics = smoke["02_pipelines"]["metrics"]
+    assert metrics["anatomy_max_difference_features"] < 1e-4
+    assert metrics["anatomy_max_difference_classification"] < 1e-4
+    assert metrics["zero_shot_accuracy"] >= 0.65
+
+
+def test_finetuning_lesson_reaches_085_on_the_test_split(smoke):
+    metrics = smoke["03_finetuning"]["metrics"]
+    assert metrics["test_accuracy"] >= 0.85 > metrics["test_accuracy_before"]
+
+
+def test_attention_lesson_recomputes_exactly(smoke):
+    metrics = smoke["01_attention"]["metrics"]
+    assert metrics["recompute_max_error_encoder"] <= 1e-5
+    assert metrics["recompute_max_error_decoder"] <= 1e-5
