@@ -107,13 +107,11 @@ def _descendants(pid: int) -> list[int]:
 
 def _peak_rss_mb(pid: int) -> float:
     """Peak resident memory of one process in MB: VmHWM on Linux, current RSS elsewhere."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    from course.train.memory import high_water_mb
+
+    peak = high_water_mb(pid)
+    if peak is not None:
+        return peak
     import psutil
 
     try:

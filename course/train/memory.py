@@ -59,10 +59,10 @@ def rss_mb() -> float:
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def high_water_mb() -> float | None:
-    """Peak resident memory of this process so far (Linux ``VmHWM``), in MiB; None elsewhere."""
+def high_water_mb(pid: int | str = "self") -> float | None:
+    """Peak resident memory of a process (default: this one) so far (Linux ``VmHWM``), in MiB; None elsewhere."""
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024
