@@ -42,7 +42,8 @@ class Settings:
     #: modules the assignment's source notebooks import).
     preload: list[str] | str = "auto"
     #: First uid of the sandbox users; worker N runs kernels as uid_base + N.
-    uid_base: int = 2_100_000_000
+    #: ``COURSE_GRADE_UID_BASE`` in the environment changes the default.
+    uid_base: int = field(default_factory=lambda: int(os.environ.get("COURSE_GRADE_UID_BASE", "2100000000")))
     #: Extra folders to hide from kernels, and extra paths to keep visible.
     hide: list[str] = field(default_factory=list)
     expose: list[str] = field(default_factory=list)
