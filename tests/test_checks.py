@@ -35,8 +35,10 @@ def test_false_condition_is_not_solved(monkeypatch):
 
 
 def test_checks_read_back_from_an_executed_notebook():
-    nb = {"cells": [
-        {"outputs": [{"data": {CHECK_MIME: {"exercise": "a", "passed": False}}}]},
-        {"outputs": [{"data": {"text/plain": "x"}}, {"data": {CHECK_MIME: {"exercise": "b", "passed": True}}}]},
-    ]}
+    nb = {
+        "cells": [
+            {"outputs": [{"data": {CHECK_MIME: {"exercise": "a", "passed": False}}}]},
+            {"outputs": [{"data": {"text/plain": "x"}}, {"data": {CHECK_MIME: {"exercise": "b", "passed": True}}}]},
+        ]
+    }
     assert checks_from_notebook(nb) == {"a": False, "b": True}

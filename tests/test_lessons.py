@@ -40,6 +40,18 @@ def test_lesson_passes_the_smoke_run(smoke, lesson):
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
+def test_unsolved_exercises_report_not_yet(smoke, lesson):
+    """Run all succeeded above with the exercises unsolved; none of their checks may pass."""
+    import nbformat
+
+    from course.checks import checks_from_notebook
+
+    verdicts = checks_from_notebook(nbformat.read(smoke[lesson]["output"], as_version=4))
+    assert len(verdicts) >= 2, f"{lesson}: only {len(verdicts)} check(s) reported"
+    assert not any(verdicts.values()), f"{lesson}: checks pass without an answer: {verdicts}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
 def test_lesson_kernel_stays_under_2_gib(smoke, lesson):
     assert 0 < smoke[lesson]["peak_rss_mb"] <= PEAK_RSS_GOAL_MB
 
