@@ -25,6 +25,7 @@ callable lets :func:`check` catch that and turn it into a hint.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -32,13 +33,44 @@ from typing import Any
 CHECK_MIME = "application/vnd.course.check+json"
 
 
-def check(name: str, condition: bool | Callable[[], Any], *, hint: str, success: str = "") -> bool:
+#: Width at which a check's message is wrapped (JupyterLab wraps long lines mid-word).
+WIDTH = 100
+
+
+class Verdict:
+    """What :func:`check` returns: truthy when solved, and silent as a cell's last value.
+
+    A plain ``True``/``False`` would be echoed as ``Out[n]: False`` under the
+    message :func:`check` already showed; ``_ipython_display_`` doing nothing
+    keeps the cell to that one message.
+    """
+
+    def __init__(self, passed: bool) -> None:
+        self.passed = passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self) == bool(other) if isinstance(other, (bool, Verdict)) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.passed)
+
+    def __repr__(self) -> str:
+        return f"Verdict(passed={self.passed})"
+
+    def _ipython_display_(self) -> None:
+        """Show nothing: the check's message is already on screen."""
+
+
+def check(name: str, condition: bool | Callable[[], Any], *, hint: str, success: str = "") -> Verdict:
     """Tell the student whether exercise ``name`` is solved; never raise.
 
     ``condition`` is a bool or a no-argument callable returning something
     truthy when the exercise is solved.  An exception inside the callable
     means "not yet", and its type and message are shown beside the hint.
-    Returns the verdict, so a lesson can branch on it.
+    Returns the verdict (truthy when solved), so a lesson can branch on it.
     """
     from IPython.display import display
 
@@ -52,8 +84,9 @@ def check(name: str, condition: bool | Callable[[], Any], *, hint: str, success:
         text = f"✓ {name}: solved. {success}".rstrip()
     else:
         text = f"not yet: {name}{error}. Hint: {hint}"
+    text = textwrap.fill(text, WIDTH, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
     display({CHECK_MIME: {"exercise": name, "passed": passed}, "text/plain": text}, raw=True)
-    return passed
+    return Verdict(passed)
 
 
 def _short(message: str, limit: int = 160) -> str:

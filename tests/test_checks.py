@@ -11,7 +11,8 @@ def _capture(monkeypatch):
 
 def test_solved_check_reports_passed(monkeypatch):
     shown = _capture(monkeypatch)
-    assert check("heads", lambda: 2 + 2 == 4, hint="add") is True
+    verdict = check("heads", lambda: 2 + 2 == 4, hint="add")
+    assert verdict and verdict == True  # noqa: E712 (a Verdict compares equal to the bool)
     assert shown[0][CHECK_MIME] == {"exercise": "heads", "passed": True}
     assert shown[0]["text/plain"].startswith("✓ heads")
 
@@ -22,7 +23,7 @@ def test_unsolved_stub_gives_a_hint_instead_of_raising(monkeypatch):
     def stub():
         raise NotImplementedError("write split_heads first")
 
-    assert check("heads", stub, hint="reshape, then transpose") is False
+    assert not check("heads", stub, hint="reshape, then transpose")
     text = shown[0]["text/plain"]
     assert "not yet" in text and "NotImplementedError" in text and "reshape" in text
     assert shown[0][CHECK_MIME]["passed"] is False
@@ -30,8 +31,24 @@ def test_unsolved_stub_gives_a_hint_instead_of_raising(monkeypatch):
 
 def test_false_condition_is_not_solved(monkeypatch):
     _capture(monkeypatch)
-    assert check("x", False, hint="h") is False
-    assert check("x", lambda: 0, hint="h") is False
+    assert not check("x", False, hint="h")
+    assert not check("x", lambda: 0, hint="h")
+
+
+def test_verdict_is_silent_as_a_cells_last_value(monkeypatch):
+    """IPython calls _ipython_display_ instead of echoing Out[n]: False under the message."""
+    from IPython.core.formatters import DisplayFormatter
+
+    _capture(monkeypatch)
+    verdict = check("x", False, hint="h")
+    assert DisplayFormatter().format(verdict) == ({}, {})
+
+
+def test_long_messages_wrap_between_words(monkeypatch):
+    shown = _capture(monkeypatch)
+    check("x", False, hint="word " * 60)
+    lines = shown[0]["text/plain"].splitlines()
+    assert len(lines) > 1 and all(len(line) <= 100 for line in lines)
 
 
 def test_checks_read_back_from_an_executed_notebook():
