@@ -365,6 +365,19 @@ def list_assets() -> list[dict[str, str]]:
     return rows
 
 
+def format_assets(rows: list[dict[str, str]]) -> str:
+    """The ``course assets list`` table: a header and one line per asset, columns as wide as their longest cell.
+
+    Hub ids are long (``distilbert/distilbert-base-uncased-finetuned-sst-2-english``),
+    so no column has a fixed width.
+    """
+    columns = ("kind", "name", "source", "about")
+    table = [{column: column.upper() for column in columns}, *rows]
+    widths = {column: max(len(str(row[column])) for row in table) for column in columns[:-1]}
+    lines = ["  ".join([*(f"{row[c]!s:<{widths[c]}}" for c in columns[:-1]), str(row["about"])]) for row in table]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _model_status(spec: ModelSpec) -> str:
     """Where a registered model would come from right now."""
     if spec.package:

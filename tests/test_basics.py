@@ -82,3 +82,21 @@ def test_bad_matmul_arguments():
         matmul_tflops(8, dtype="float12")
     with pytest.raises(CourseError, match="must be positive"):
         matmul_tflops(0)
+
+
+def test_record_is_silent_for_the_student_but_readable_by_the_runner(monkeypatch):
+    """record() shows nothing a frontend can render (no "metric ... = ..." lines); course run still reads it."""
+    import IPython.display
+
+    from course.metrics import record
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.append((objs, kw)))
+    record("test_accuracy", 0.91, "")
+    record("latency", 12.5, "ms")
+    bundles = [objs[0] for objs, kw in shown]
+    assert all(kw.get("raw") for objs, kw in shown)
+    assert [set(bundle) for bundle in bundles] == [{METRIC_MIME}, {METRIC_MIME}]  # no text/plain, no html
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=bundle) for bundle in bundles]
+    assert metrics_from_notebook(nbformat.v4.new_notebook(cells=[cell])) == {"test_accuracy": 0.91, "latency": 12.5}
