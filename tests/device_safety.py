@@ -18,7 +18,9 @@ The rule, checked statically on every code cell and every library module:
     or tensor method, next to a value that is not known to be on the CPU.
 
 "Meeting" also follows a name: ``ones = torch.ones(3)`` then ``x + ones``.
-Values known to be on the CPU are number literals, other device-less
+Values known to be on the CPU are Python numbers (literals, ``math.*``,
+``len``, names bound to them, loop variables over ``range`` or a list of
+numbers), other device-less
 factories, values computed only from those (``mask.sum(dim=1)`` for a CPU
 ``mask``, never moved with ``.to``) and anything ending in ``.cpu()`` or
 ``.numpy()``.  The fix is
@@ -143,9 +145,35 @@ def _deviceless_factory(node: ast.AST) -> bool:
 class _Scanner(ast.NodeVisitor):
     """Collect the lines where a device-less factory (or a name bound to one) meets another value."""
 
-    def __init__(self, cpu_names: set[str] | None = None) -> None:
+    def __init__(self, cpu_names: set[str] | None = None, scalars: set[str] | None = None) -> None:
         self.cpu_names: set[str] = set() if cpu_names is None else cpu_names
+        self.scalars: set[str] = set() if scalars is None else scalars  # names bound to Python numbers
         self.lines: list[int] = []
+
+    def _scalar(self, node: ast.AST) -> bool:
+        """A Python number (never on a device): ``2``, ``d_try``, ``math.sqrt(d)``, ``len(x) * 2``."""
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, int | float)
+        if isinstance(node, ast.Name):
+            return node.id in self.scalars
+        if isinstance(node, ast.UnaryOp):
+            return self._scalar(node.operand)
+        if isinstance(node, ast.BinOp):
+            return self._scalar(node.left) and self._scalar(node.right)
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "math":
+                return True
+            return isinstance(func, ast.Name) and func.id in {"len", "int", "float", "round", "abs"}
+        return False
+
+    def _numbers(self, node: ast.AST) -> bool:
+        """An iterable of Python numbers: ``range(n)``, ``[16, 64]``, or a name bound to such a list."""
+        if isinstance(node, ast.List | ast.Tuple):
+            return all(self._scalar(item) for item in node.elts)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+            return True
+        return isinstance(node, ast.Name) and node.id in self.scalars
 
     # ---- what a value is
     def _cpu_made(self, node: ast.AST) -> bool:
@@ -165,7 +193,7 @@ class _Scanner(ast.NodeVisitor):
         return made
 
     def _known_cpu(self, node: ast.AST) -> bool:
-        if isinstance(node, ast.Constant) or self._derived_cpu(node):
+        if self._scalar(node) or self._derived_cpu(node):
             return True
         if isinstance(node, ast.UnaryOp):
             return self._known_cpu(node.operand)
@@ -218,6 +246,15 @@ class _Scanner(ast.NodeVisitor):
                     self.cpu_names.add(target.id)
                 else:
                     self.cpu_names.discard(target.id)
+                if self._scalar(node.value) or self._numbers(node.value):  # a number, or a list of numbers
+                    self.scalars.add(target.id)
+                else:
+                    self.scalars.discard(target.id)
+
+    def visit_For(self, node: ast.For) -> None:
+        if isinstance(node.target, ast.Name) and self._numbers(node.iter):
+            self.scalars.add(node.target.id)
+        self.generic_visit(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         inner = _Scanner()  # a function body has its own names
@@ -228,10 +265,12 @@ class _Scanner(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef
 
 
-def scan_source(source: str, where: str, cpu_names: set[str] | None = None) -> list[Finding]:
+def scan_source(
+    source: str, where: str, cpu_names: set[str] | None = None, scalars: set[str] | None = None
+) -> list[Finding]:
     """Findings in one piece of Python source (a module, or a notebook cell with IPython lines removed)."""
     tree = ast.parse(source)
-    scanner = _Scanner(cpu_names)
+    scanner = _Scanner(cpu_names, scalars)
     scanner.visit(tree)
     lines = source.splitlines()
     return [Finding(where, line, lines[line - 1].strip()) for line in sorted(set(scanner.lines))]
@@ -246,13 +285,14 @@ def scan_notebook(path: Path, root: Path) -> list[Finding]:
     """Findings in every code cell of a notebook; names bound in one cell are followed into later cells."""
     cells = json.loads(path.read_text())["cells"]
     names: set[str] = set()
+    scalars: set[str] = set()
     found: list[Finding] = []
     for index, cell in enumerate(cells):
         if cell["cell_type"] != "code":
             continue
         source = "".join(cell["source"])
         try:
-            found += scan_source(_python_only(source), f"{path.relative_to(root)} cell {index}", names)
+            found += scan_source(_python_only(source), f"{path.relative_to(root)} cell {index}", names, scalars)
         except SyntaxError:  # a student stub such as `...  # your code` that is not Python yet
             continue
     return found

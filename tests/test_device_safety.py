@@ -89,6 +89,8 @@ def test_scanner_catches_cpu_tensors_meeting_others(source):
         "z = x.cpu() + torch.ones(3)",
         "n = torch.ones(3)\nn = x\ny = n + x",
         "t = torch.tensor(values)\nprint(t)",
+        "dims = [16, 64]\nfor n in dims:\n    t = torch.randn(5, n) @ torch.randn(n, 2)\n    u = t / math.sqrt(n)",
+        "w = torch.ones(3)\nfor i in range(3):\n    v = w * i",
     ],
 )
 def test_scanner_accepts_tensors_built_where_they_are_used(source):
