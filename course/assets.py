@@ -22,10 +22,12 @@ the weights' sha256 is checked against a value pinned here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -277,8 +279,23 @@ def load_model(
         kwargs.setdefault("id2label", dict(enumerate(LABELS)))
         kwargs.setdefault("label2id", {label: i for i, label in enumerate(LABELS)})
     loader = getattr(transformers, TASKS[task])
-    model = _from_pretrained(loader, name or DEFAULT_MODEL, **kwargs)
+    with _no_loading_bar():
+        model = _from_pretrained(loader, name or DEFAULT_MODEL, **kwargs)
     return model.eval()
+
+
+@contextlib.contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """Hide transformers' "Loading weights" progress bar (a widget in every lesson's output); restore it after."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 # ------------------------------------------------------------------------- datasets

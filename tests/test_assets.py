@@ -149,3 +149,13 @@ def test_assets_list_aligns_columns_on_long_hub_ids():
     start = listed[0].index("ABOUT")
     assert all(line[start - 2 : start] == "  " and line[start] != " " for line in listed)
     assert [line[start:] for line in listed[1:]] == [row["about"] for row in assets.list_assets()]
+
+
+def test_loading_shows_no_progress_bar_and_restores_the_setting(capfd):
+    """The "Loading weights" bar is noise in every lesson's output; load_model hides it only while it loads."""
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    assets.load_model()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
