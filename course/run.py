@@ -23,9 +23,11 @@ import functools
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import tomllib
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,10 @@ def lesson_kernel_manager() -> type:
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="tcp" if os.name == "nt" else "ipc", config=True)
 
         async def start_kernel(self, **kw: Any) -> None:
+            if self.transport == "ipc" and not os.path.isabs(self.ip):
+                # the default, "kernel-ipc", is relative: socket files would land in the lesson's output
+                # folder; jupyter_client removes them at shutdown wherever they are
+                self.ip = os.path.join(tempfile.gettempdir(), f"course-kernel-{uuid.uuid4().hex[:12]}-ipc")
             env = dict(kw.pop("env", None) or os.environ)
             env["MPLBACKEND"] = INLINE_BACKEND
             await super().start_kernel(env=env, **kw)

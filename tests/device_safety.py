@@ -18,6 +18,8 @@ The rule, checked statically on every code cell and every library module:
     or tensor method, next to a value that is not known to be on the CPU.
 
 "Meeting" also follows a name: ``ones = torch.ones(3)`` then ``x + ones``.
+A module built with ``nn.Linear(...)`` (no ``device=``) counts as made on the
+CPU too, and so does whatever is computed from it and never moved.
 Values known to be on the CPU are Python numbers (literals, ``math.*``,
 ``len``, names bound to them, loop variables over ``range`` or a list of
 numbers), other device-less
@@ -102,6 +104,12 @@ MEETING_METHODS = frozenset(
 )
 #: Calls at the end of an expression that leave it on the CPU.
 TO_CPU = frozenset({"cpu", "numpy", "tolist", "item"})
+#: Attributes and methods of a tensor or module that are not tensors (metadata, Python numbers).
+NOT_TENSORS = frozenset(
+    {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "training", "dim", "size", "numel", "scaling"}
+)
+#: Namespaces whose functions take Python numbers, never tensors on a device.
+PLAIN_NAMESPACES = frozenset({"math", "np", "numpy", "statistics", "random"})
 #: Calls that move a tensor to another device.
 MOVES = frozenset({"to", "cuda", "mps"})
 #: Chained calls that keep a factory's result where it was made.
@@ -122,14 +130,20 @@ class Finding:
         return f"{self.where}, line {self.line}: {self.code}"
 
 
+def _in_torch(node: ast.AST) -> bool:
+    """``torch``, ``torch.testing``, ``torch.nn.functional``, ``F``: a namespace, not a tensor."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and node.id in {"torch", "th", "F"}
+
+
 def _is_torch_attr(node: ast.AST, names: frozenset[str]) -> bool:
-    """``torch.<name>(...)`` (also ``th.<name>``) for a name in ``names``."""
+    """``torch.<name>(...)`` (also ``torch.testing.<name>``, ``F.<name>``) for a name in ``names``."""
     return (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and node.func.attr in names
-        and isinstance(node.func.value, ast.Name)
-        and node.func.value.id in {"torch", "th"}
+        and _in_torch(node.func.value)
     )
 
 
@@ -137,9 +151,24 @@ def _deviceless_factory(node: ast.AST) -> bool:
     """A factory call without ``device=`` (``**kwargs`` counts as maybe having one), or a chain on one."""
     while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in KEEPS_DEVICE:
         node = node.func.value
-    if not _is_torch_attr(node, FACTORIES):
+    if not (_is_torch_attr(node, FACTORIES) or _is_module_constructor(node)):
         return False
     return not any(keyword.arg in (None, "device") for keyword in node.keywords)
+
+
+def _is_module_constructor(node: ast.AST) -> bool:
+    """``nn.Linear(8, 6)`` or ``torch.nn.Linear(8, 6)``: a module whose parameters start on the CPU."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return False
+    owner = node.func.value
+    if isinstance(owner, ast.Name):
+        return owner.id == "nn"
+    return (
+        isinstance(owner, ast.Attribute)
+        and owner.attr == "nn"
+        and isinstance(owner.value, ast.Name)
+        and (owner.value.id == "torch")
+    )
 
 
 class _Scanner(ast.NodeVisitor):
@@ -177,9 +206,21 @@ class _Scanner(ast.NodeVisitor):
 
     # ---- what a value is
     def _cpu_made(self, node: ast.AST) -> bool:
+        """Built on the CPU: a device-less factory or module, a name bound to one, or read off one.
+
+        ``base.weight``, ``base.weight.detach()`` and ``layer(x)`` are on the CPU when ``base`` and
+        ``layer`` are CPU modules (a ``.to(...)`` or ``.cuda()`` on the way moves them off).
+        """
         if isinstance(node, ast.UnaryOp):  # ~mask, -ones
             return self._cpu_made(node.operand)
-        return _deviceless_factory(node) or (isinstance(node, ast.Name) and node.id in self.cpu_names)
+        if _deviceless_factory(node) or (isinstance(node, ast.Name) and node.id in self.cpu_names):
+            return True
+        if isinstance(node, ast.Attribute):
+            return node.attr not in NOT_TENSORS and self._cpu_made(node.value)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method = node.func.attr
+            return method not in MOVES | TO_CPU | NOT_TENSORS and self._cpu_made(node.func.value)
+        return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in self.cpu_names
 
     def _derived_cpu(self, node: ast.AST) -> bool:
         """Computed from CPU-made values, and never moved: ``mask.sum(dim=1)`` for a CPU ``mask``."""
@@ -193,6 +234,8 @@ class _Scanner(ast.NodeVisitor):
         return made
 
     def _known_cpu(self, node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant | ast.Set | ast.Dict | ast.JoinedStr):  # numbers, strings, containers
+            return True
         if self._scalar(node) or self._derived_cpu(node):
             return True
         if isinstance(node, ast.UnaryOp):
@@ -233,8 +276,8 @@ class _Scanner(ast.NodeVisitor):
             arguments = [*node.args, *(k.value for k in node.keywords if k.arg not in ("dtype", "dim", "atol", "rtol"))]
             if _is_torch_attr(node, MEETING_METHODS):
                 self._meet(arguments, node.lineno)
-            else:  # a method: the object it is called on meets the arguments
-                self._meet([node.func.value, *arguments], node.lineno)
+            elif not (isinstance(node.func.value, ast.Name) and node.func.value.id in PLAIN_NAMESPACES):
+                self._meet([node.func.value, *arguments], node.lineno)  # a method: its object meets the arguments
         self.generic_visit(node)
 
     # ---- names bound to CPU-made tensors

@@ -72,6 +72,7 @@ def test_scanner_catches_lesson_01_step_6_as_it_was():
         "m = torch.ones(4, 4, dtype=torch.bool).tril()\ns = scores.masked_fill(~m, 0)",
         "y = torch.cat([x, torch.zeros(1, 3)])",
         "def f(x):\n    eye = torch.eye(3)\n    return x @ eye",
+        "head = nn.Linear(4, 2)\ny = torch.cat([features, head.weight])",
     ],
 )
 def test_scanner_catches_cpu_tensors_meeting_others(source):
@@ -91,6 +92,8 @@ def test_scanner_catches_cpu_tensors_meeting_others(source):
         "t = torch.tensor(values)\nprint(t)",
         "dims = [16, 64]\nfor n in dims:\n    t = torch.randn(5, n) @ torch.randn(n, 2)\n    u = t / math.sqrt(n)",
         "w = torch.ones(3)\nfor i in range(3):\n    v = w * i",
+        "base = nn.Linear(8, 6)\nx = torch.randn(4, 8)\ny = x @ base.weight.T + base.bias",
+        "layer = Wrapper(nn.Linear(8, 6))\nx = torch.randn(2, 8)\ntorch.testing.assert_close(layer(x), x @ layer.w)",
     ],
 )
 def test_scanner_accepts_tensors_built_where_they_are_used(source):

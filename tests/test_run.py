@@ -121,3 +121,4 @@ def test_figures_survive_mplbackend_agg_and_no_tcp_warning(tmp_path):
     outputs = nb.cells[-1].outputs
     assert any("image/png" in output.get("data", {}) for output in outputs), outputs
     assert "without encryption" not in result.stdout + result.stderr
+    assert not list(tmp_path.glob("kernel-ipc*")), "ipc socket files left in the output folder"
