@@ -89,7 +89,7 @@ def test_attention_lesson_recomputes_exactly(smoke):
 
 
 #: A code cell that draws: it must leave at least one image in the executed notebook.
-DRAWS = r"\bplt\.(show|subplots|figure|plot)\b|\bplot_\w+\(|\.imshow\(|AttentionExplorer\("
+DRAWS = r"\bplt\.(show|subplots|figure|plot)\b|\bplot_\w+\(|\.imshow\("
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
