@@ -17,22 +17,25 @@ The rule, checked statically on every code cell and every library module:
     arithmetic or comparison operator, or an argument of a torch function
     or tensor method, next to a value that is not known to be on the CPU.
 
-"Meeting" also follows a name: ``ones = torch.ones(3)`` then ``x + ones``.
-A module built with ``nn.Linear(...)`` (no ``device=``) counts as made on the
-CPU too, and so does whatever is computed from it and never moved.
-Values known to be on the CPU are Python numbers (literals, ``math.*``,
-``len``, names bound to them, loop variables over ``range`` or a list of
-numbers), other device-less
-factories, values computed only from those (``mask.sum(dim=1)`` for a CPU
-``mask``, never moved with ``.to``) and anything ending in ``.cpu()`` or
-``.numpy()``.  The fix is
-always the same and always harmless: ``torch.ones(..., device=probs.device)``.
+"Meeting" also follows names and attributes: ``ones = torch.ones(3)`` then
+``x + ones``; a module built without ``device=`` (``base = nn.Linear(8, 6)``)
+is on the CPU, and so are ``base.weight`` and ``base(x)``.  Known *not* to
+be on a device: Python numbers (literals, ``math.*``, ``len``, names bound
+to them, loop variables over ``range`` or a list of numbers), strings and
+containers, metadata (``.shape``, ``.dtype``), and anything ending in
+``.cpu()``, ``.numpy()``, ``.tolist()`` or ``.item()``.  A value computed
+only from CPU-made values and never moved (``mask.sum(dim=1)``, no ``.to``)
+is on the CPU as well, so an all-CPU test cell raises nothing.
+
+The fix is always the same and always harmless:
+``torch.ones(..., device=probs.device)``.
 
 A static scan cannot see types, so it errs on the side of asking for
-``device=``; it cannot see a tensor that travels through a function's
-return value either.  ``tests/test_device_safety.py`` therefore also runs
-the library's attention code on *fake* CUDA tensors (torch's
-``FakeTensorMode`` works on a CPU-only build and raises on a device mismatch).
+``device=``, and it cannot follow a tensor through a function's return
+value.  ``tests/test_device_safety.py`` therefore also runs the library's
+attention code on tensors of another device (``meta``), and shows with
+torch's ``FakeTensorMode`` (fake CUDA tensors on a CPU-only build) that the
+original lesson-01 line raises.
 """
 
 from __future__ import annotations
