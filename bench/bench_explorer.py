@@ -138,6 +138,7 @@ def bench_recompute(model, tokenizer) -> dict[str, float]:
     import transformers as T
 
     from course.attention import compare
+    from course.tiny import tiny_gpt2
 
     vocab = tokenizer.vocab_size
 
@@ -147,15 +148,7 @@ def bench_recompute(model, tokenizer) -> dict[str, float]:
 
     families = {
         "MiniLM (pretrained BERT, default)": lambda: model,
-        "GPT-2 (random, decoder)": lambda: small(
-            T.GPT2Config,
-            T.GPT2LMHeadModel,
-            n_layer=2,
-            n_head=4,
-            n_embd=64,
-            bos_token_id=tokenizer.cls_token_id,
-            eos_token_id=tokenizer.sep_token_id,
-        ),
+        "GPT-2 (random, decoder)": lambda: tiny_gpt2(tokenizer),
         "OPT (random, decoder)": lambda: small(
             T.OPTConfig,
             T.OPTForCausalLM,

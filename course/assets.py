@@ -22,10 +22,12 @@ the weights' sha256 is checked against a value pinned here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -277,8 +279,23 @@ def load_model(
         kwargs.setdefault("id2label", dict(enumerate(LABELS)))
         kwargs.setdefault("label2id", {label: i for i, label in enumerate(LABELS)})
     loader = getattr(transformers, TASKS[task])
-    model = _from_pretrained(loader, name or DEFAULT_MODEL, **kwargs)
+    with _no_loading_bar():
+        model = _from_pretrained(loader, name or DEFAULT_MODEL, **kwargs)
     return model.eval()
+
+
+@contextlib.contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """Hide transformers' "Loading weights" progress bar (a widget in every lesson's output); restore it after."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 # ------------------------------------------------------------------------- datasets
@@ -363,6 +380,19 @@ def list_assets() -> list[dict[str, str]]:
         source = "bundled" if spec.folder else ("cached" if _dataset_cached(spec) else f"hub: {spec.hub_id}")
         rows.append({"kind": "dataset", "name": spec.name, "source": source, "about": spec.description})
     return rows
+
+
+def format_assets(rows: list[dict[str, str]]) -> str:
+    """The ``course assets list`` table: a header and one line per asset, columns as wide as their longest cell.
+
+    Hub ids are long (``distilbert/distilbert-base-uncased-finetuned-sst-2-english``),
+    so no column has a fixed width.
+    """
+    columns = ("kind", "name", "source", "about")
+    table = [{column: column.upper() for column in columns}, *rows]
+    widths = {column: max(len(str(row[column])) for row in table) for column in columns[:-1]}
+    lines = ["  ".join([*(f"{row[c]!s:<{widths[c]}}" for c in columns[:-1]), str(row["about"])]) for row in table]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _model_status(spec: ModelSpec) -> str:

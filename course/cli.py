@@ -26,10 +26,7 @@ def _assets(args: argparse.Namespace) -> int:
     from course import assets
 
     if args.action == "list":
-        rows = assets.list_assets()
-        width = max(len(row["name"]) for row in rows)
-        for row in rows:
-            print(f"{row['kind']:<8}{row['name']:<{width + 2}}{row['source']:<28}{row['about']}")
+        print(assets.format_assets(assets.list_assets()))
     elif args.action == "verify":
         for line in assets.verify():
             print(line)

@@ -1,10 +1,13 @@
 """Record a lesson's measured numbers so they land in the run summary.
 
-A notebook calls ``record("test_accuracy", 0.91)``.  The value is displayed
-as a normal output (so a student sees it) and also under a course-specific
-MIME type, which :mod:`course.run` reads back from the executed notebook into
-``summary.json``.  Nothing is written to disk by the notebook itself, so the
-same notebook works under papermill, nbconvert or plain JupyterLab.
+A notebook calls ``record("test_accuracy", 0.91)``.  The value travels as a
+display output under a course-specific MIME type only, which
+:mod:`course.run` reads back from the executed notebook into
+``summary.json``.  It has no ``text/plain`` part, so JupyterLab, nbconvert
+and papermill show nothing: recording is silent, and the lesson shows its
+results in its own words (``print(f"test accuracy: {acc:.0%}")``).  Nothing
+is written to disk by the notebook itself, so the same notebook works under
+papermill, nbconvert or plain JupyterLab.
 """
 
 from __future__ import annotations
@@ -18,17 +21,15 @@ METRIC_MIME = "application/vnd.course.metric+json"
 
 
 def record(name: str, value: Any, unit: str = "") -> None:
-    """Show a metric and tag it for the runner's summary.
+    """Tag a measured number for the runner's summary, silently (nothing appears under the cell).
 
     ``value`` must be a number, a bool or a short string; a tensor or numpy
-    scalar is converted with ``float()``.
+    scalar is converted with ``float()``.  ``unit`` goes into the summary.
     """
-    from IPython.display import display
+    from IPython import display as ipython_display
 
     value = _plain(value)
-    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-    text = f"metric {name} = {shown}{' ' + unit if unit else ''}"
-    display({METRIC_MIME: {"name": name, "value": value, "unit": unit}, "text/plain": text}, raw=True)
+    ipython_display.display({METRIC_MIME: {"name": name, "value": value, "unit": unit}}, raw=True)
 
 
 def _plain(value: Any) -> float | int | bool | str:

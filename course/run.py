@@ -7,7 +7,8 @@ works.  For each notebook it:
    CPU in minutes, ``full`` = the GPU image) and keeps those the notebook
    declares in its ``parameters`` cell;
 2. executes it with papermill into ``OUT/<name>.ipynb``, with a per-cell
-   timeout, watching the kernel's peak memory;
+   timeout, watching the kernel's peak memory; the kernel draws figures
+   inline whatever ``MPLBACKEND`` says (see :func:`lesson_kernel_manager`);
 3. collects the metrics the notebook recorded with :func:`course.metrics.record`.
 
 ``OUT/summary.json`` then looks like::
@@ -18,12 +19,15 @@ works.  For each notebook it:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import tomllib
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,8 @@ from course.errors import CourseError
 from course.metrics import metrics_from_notebook
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
+#: The backend Jupyter itself uses: figures become PNG outputs saved in the notebook.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 # ------------------------------------------------------------------ finding things
@@ -148,6 +154,43 @@ class PeakMemoryWatcher:
         self._thread.join()
 
 
+# ------------------------------------------------------------------- the kernel
+
+
+@functools.cache
+def lesson_kernel_manager() -> type:
+    """The kernel manager ``course run`` (and the tests) execute lessons with.
+
+    Two differences from Jupyter's default, both about what ends up in the
+    executed notebook:
+
+    * **Inline figures whatever the environment.**  A kernel inherits
+      ``MPLBACKEND``; CI sets it to ``Agg`` (so does tests/conftest.py), and
+      under Agg a figure is drawn nowhere: the executed copy holds no image.
+      The kernel gets the inline backend, the one JupyterLab uses.
+    * **ipc sockets, not TCP.**  The kernel and this process share a machine,
+      so Unix sockets (readable by this user only) are the natural transport,
+      and ipykernel has no "running over TCP without encryption" warning to
+      print for every notebook.  Windows has no ipc transport: TCP there.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class LessonKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="tcp" if os.name == "nt" else "ipc", config=True)
+
+        async def start_kernel(self, **kw: Any) -> None:
+            if self.transport == "ipc" and not os.path.isabs(self.ip):
+                # the default, "kernel-ipc", is relative: socket files would land in the lesson's output
+                # folder; jupyter_client removes them at shutdown wherever they are
+                self.ip = os.path.join(tempfile.gettempdir(), f"course-kernel-{uuid.uuid4().hex[:12]}-ipc")
+            env = dict(kw.pop("env", None) or os.environ)
+            env["MPLBACKEND"] = INLINE_BACKEND
+            await super().start_kernel(env=env, **kw)
+
+    return LessonKernelManager
+
+
 # ----------------------------------------------------------------------- running
 
 
@@ -194,6 +237,7 @@ def run_notebook(notebook: Path, out_dir: Path, profile: dict[str, Any], cell_ti
                 execution_timeout=cell_timeout,
                 progress_bar=sys.stderr.isatty(),
                 log_output=False,
+                kernel_manager_class=lesson_kernel_manager(),
             )
         except Exception as exc:  # any failure is reported per notebook, the run goes on
             status, error = ("timeout" if isinstance(exc, TimeoutError) else "failed"), _failure(exc)

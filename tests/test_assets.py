@@ -120,8 +120,42 @@ def test_cli_list_verify_prefetch():
 
 
 def test_a_saved_classifier_keeps_its_own_labels(tmp_path):
-    three = assets.load_model(task="sequence-classification", num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
-                              label2id={"a": 0, "b": 1, "c": 2})
+    three = assets.load_model(
+        task="sequence-classification",
+        num_labels=3,
+        id2label={0: "a", 1: "b", 2: "c"},
+        label2id={"a": 0, "b": 1, "c": 2},
+    )
     three.save_pretrained(tmp_path)
     reloaded = assets.load_model(str(tmp_path), task="sequence-classification")
     assert reloaded.config.id2label == {0: "a", 1: "b", 2: "c"} and reloaded.classifier.out_features == 3
+
+
+def test_assets_list_aligns_columns_on_long_hub_ids():
+    """Every column starts at the same offset on every line, however long a hub id is."""
+    rows = [
+        {"kind": "model", "name": "minilm", "source": "bundled", "about": "short"},
+        {"kind": "model", "name": "x", "source": "hub: " + "a" * 70, "about": "long id"},
+        {"kind": "dataset", "name": "a-rather-long-name", "source": "cached", "about": "the about column"},
+    ]
+    lines = assets.format_assets(rows).splitlines()
+    assert lines[0].split() == ["KIND", "NAME", "SOURCE", "ABOUT"]
+    about = lines[0].index("ABOUT")
+    assert [line[about:] for line in lines[1:]] == ["short", "long id", "the about column"]
+    assert all(line[about - 2 : about] == "  " for line in lines)  # never glued to the source column
+    name = lines[0].index("NAME")
+    assert [line[name:].split()[0] for line in lines[1:]] == ["minilm", "x", "a-rather-long-name"]
+    listed = assets.format_assets(assets.list_assets()).splitlines()  # the real registry too
+    start = listed[0].index("ABOUT")
+    assert all(line[start - 2 : start] == "  " and line[start] != " " for line in listed)
+    assert [line[start:] for line in listed[1:]] == [row["about"] for row in assets.list_assets()]
+
+
+def test_loading_shows_no_progress_bar_and_restores_the_setting(capfd):
+    """The "Loading weights" bar is noise in every lesson's output; load_model hides it only while it loads."""
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    assets.load_model()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

@@ -27,6 +27,7 @@ from course.attention import (
     summarize_heads,
 )
 from course.errors import CourseError
+from course.tiny import tiny_gpt2
 
 TOL = 1e-5  # float32, as the lesson promises
 TEXTS = ["The cat sat on the mat.", "Dogs bark at the mail carrier every single morning, and the cat hides."]
@@ -50,17 +51,7 @@ def small(config_class, model_class, tokenizer, **sizes):
 
 #: Families recompute() must match, each built from a small config with random weights.
 FAMILIES = {
-    "gpt2": lambda tok: small(
-        T.GPT2Config,
-        T.GPT2LMHeadModel,
-        tok,
-        n_layer=2,
-        n_head=4,
-        n_embd=64,
-        n_positions=128,
-        bos_token_id=tok.cls_token_id,
-        eos_token_id=tok.sep_token_id,
-    ),
+    "gpt2": lambda tok: tiny_gpt2(tok),  # the one tiny decoder lesson 01 and the bench use too
     "roberta": lambda tok: small(
         T.RobertaConfig,
         T.RobertaModel,

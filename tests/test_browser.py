@@ -83,6 +83,7 @@ def throwaway_env(root: Path) -> dict[str, str]:
     env = {**os.environ, **{name: str(path) for name, path in dirs.items()}}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("HF_HUB_OFFLINE", "1")
+    env.pop("MPLBACKEND", None)  # conftest sets Agg for the tests; Lab's kernels draw inline, as a student's do
     return env
 
 

@@ -858,3 +858,14 @@ def test_facts_do_not_change_when_diagnosed():
     before = copy.deepcopy(facts)
     diagnose(facts)
     assert facts == before
+
+
+def test_report_shows_as_text_not_a_dataclass_repr_in_a_notebook():
+    """Lesson 00 displays the report: its text/plain (exports, papermill) is the readable report."""
+    from IPython.lib.pretty import pretty
+
+    from course.doctor.report import Report
+
+    shown = pretty(Report({"system": {"cpu_count": 2}}, []))
+    assert shown.startswith("course doctor:") and "Findings: none" in shown
+    assert "facts=" not in shown

@@ -86,3 +86,52 @@ def test_attention_lesson_recomputes_exactly(smoke):
     metrics = smoke["01_attention"]["metrics"]
     assert metrics["recompute_max_error_encoder"] <= 1e-5
     assert metrics["recompute_max_error_decoder"] <= 1e-5
+
+
+#: A code cell that draws: it must leave at least one image in the executed notebook.
+DRAWS = r"\bplt\.(show|subplots|figure|plot)\b|\bplot_\w+\(|\.imshow\("
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_executed_lesson_holds_its_figures(smoke, lesson):
+    """MPLBACKEND=Agg is in this environment (tests/conftest.py, as in CI), yet every drawing cell keeps its image.
+
+    Under Agg a kernel draws nowhere and the executed copy holds no figure;
+    `course run` starts kernels with the inline backend whatever the environment.
+    """
+    import os
+    import re
+
+    import nbformat
+
+    assert os.environ.get("MPLBACKEND") == "Agg"
+    source = nbformat.read(REPO / "notebooks" / f"{lesson}.ipynb", as_version=4)
+    executed = {cell.source: cell for cell in nbformat.read(smoke[lesson]["output"], as_version=4).cells}
+    drawing = [cell.source for cell in source.cells if cell.cell_type == "code" and re.search(DRAWS, cell.source)]
+    missing = [
+        text.splitlines()[0]
+        for text in drawing
+        if not any("image/png" in output.get("data", {}) for output in executed[text].get("outputs", []))
+    ]
+    assert not missing, f"{lesson}: cells that draw but left no image: {missing}"
+
+
+def test_record_leaves_no_metric_lines_for_the_student(smoke):
+    """record() is silent: no "metric ... = ..." text in any executed lesson, yet the summary has the metrics."""
+    import nbformat
+
+    for lesson in LESSONS:
+        nb = nbformat.read(smoke[lesson]["output"], as_version=4)
+        texts = [
+            output.get("text", "") + output.get("data", {}).get("text/plain", "")
+            for cell in nb.cells
+            for output in cell.get("outputs", [])
+        ]
+        assert not [t for t in texts if t.startswith("metric ")], lesson
+        assert smoke[lesson]["metrics"], f"{lesson} recorded no metrics"
+
+
+def test_attention_lesson_recomputes_the_whole_block_and_measures_sqrt_d(smoke):
+    metrics = smoke["01_attention"]["metrics"]
+    assert metrics["attention_block_max_error"] <= 1e-4
+    assert abs(metrics["sqrt_d_scaled_variance_d1024"] - 1) < 0.15

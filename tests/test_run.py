@@ -99,3 +99,26 @@ def test_bad_input_is_one_line_and_nonzero(args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_figures_survive_mplbackend_agg_and_no_tcp_warning(tmp_path):
+    """CI sets MPLBACKEND=Agg (tests/conftest.py does too): the kernel must still draw inline figures.
+
+    A figure left open at the end of a cell is shown by the inline backend only;
+    under Agg the executed notebook would hold no image.  The kernel also talks
+    over ipc sockets, so ipykernel has no "running over TCP without encryption"
+    warning to print.
+    """
+    import os
+
+    import nbformat
+
+    assert os.environ.get("MPLBACKEND") == "Agg"  # the trap, as CI sets it
+    result = course_cli("run", str(FIXTURES / "15_figure.ipynb"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    nb = nbformat.read(tmp_path / "15_figure.ipynb", as_version=4)
+    outputs = nb.cells[-1].outputs
+    assert any("image/png" in output.get("data", {}) for output in outputs), outputs
+    assert "without encryption" not in result.stdout + result.stderr
+    assert not list(tmp_path.glob("kernel-ipc*")), "ipc socket files left in the output folder"

@@ -13,6 +13,7 @@ import json
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from course.doctor.finding import SEVERITIES, Facts, Finding, exit_code, human_bytes, section
 
@@ -172,6 +173,10 @@ class Report:
             lines += textwrap.wrap(finding.cause, width, initial_indent="      ", subsequent_indent="      ")
             lines += textwrap.wrap(finding.fix, width, initial_indent="      fix: ", subsequent_indent="           ")
         return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """The text report as the notebook's ``text/plain`` (exports, terminals), not the dataclass repr."""
+        printer.text("Report(...)" if cycle else self.to_text())
 
     def _repr_html_(self) -> str:
         """An HTML table that Jupyter shows when the report is a cell's result."""
