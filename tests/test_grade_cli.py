@@ -142,7 +142,7 @@ def test_resume_force_and_agreement_with_nbgrader(tmp_path):
     got = results(course)
     assert {s: r["score"] for s, r in got.items()} == expected
     csv = (course / "results" / "ps_fixture" / "grades.csv").read_text().splitlines()
-    assert csv[0] == "student_id,total,max," + ",".join(cls.TESTS) and len(csv) == 5
+    assert csv[0] == "student_id,total,max," + ",".join(cls.TESTS) + ",raw_score,late_penalty,note" and len(csv) == 5
 
     # Plain nbgrader on the same class: same per-test scores, except that a
     # warning on stderr zeroes a correct answer there (student02, test_normalize).

