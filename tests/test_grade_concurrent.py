@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures" / "grade"))
 
 import classroom as cls  # noqa: E402
 
-from course.grade import uids  # noqa: E402
+from course.grade.isolation import uids  # noqa: E402
 
 
 def test_ranges_are_exclusive_and_released(tmp_path):
@@ -29,7 +29,10 @@ def test_ranges_are_exclusive_and_released(tmp_path):
     second = uids.allocate(3_000_000_000, 4, folder=str(tmp_path))
     assert first.base == 3_000_000_000 and second.base == 3_000_000_000 + uids.RANGE
     # Another process sees both taken (flock is per open file, so per run).
-    code = f"from course.grade import uids; print(uids.allocate(3_000_000_000, 4, folder={str(tmp_path)!r}).base)"
+    code = (
+        "from course.grade.isolation import uids; "
+        f"print(uids.allocate(3_000_000_000, 4, folder={str(tmp_path)!r}).base)"
+    )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(other.stdout) == 3_000_000_000 + 2 * uids.RANGE
     first.release()

@@ -34,7 +34,7 @@ BUDGET = 25  # seconds all cells of one submission may run together
 
 
 def _sandbox_missing() -> str | None:
-    from course.grade.sandbox import unavailable_reason
+    from course.grade.isolation.sandbox import unavailable_reason
 
     return unavailable_reason()
 
@@ -498,7 +498,7 @@ def test_fork_bomb_is_bounded(hostile):
     assert c["test_relu"]["status"] == c["test_relu_hidden"]["status"] == "passed"
     for grade_id in ("test_pick_device", "test_normalize", "test_labels"):
         assert c[grade_id]["status"] in ("timeout", "kernel-died", "not-run", "failed", "budget")
-    from course.grade.sandbox import processes_of
+    from course.grade.isolation.sandbox import processes_of
 
     run = json.loads((hostile["course"] / "results" / "ps_fixture" / "run.json").read_text())
     base = run["uid_base"]

@@ -276,6 +276,14 @@ def test_config_file_settings(tmp_path):
     App.config = {"CourseGrade": {"memroy_mb": 1}}
     with pytest.raises(CourseError, match="memroy_mb"):
         apply_config_file(Settings(course_dir=tmp_path, assignment="a"), App())
+    App.config = {"CourseGrade": {"memory_mb": "lots"}}  # typed traits: one clear line
+    with pytest.raises(CourseError, match="memory_mb.*expected an int"):
+        apply_config_file(Settings(course_dir=tmp_path, assignment="a"), App())
+    from course.grade.config import course_grade_class
+
+    documented = course_grade_class().class_traits(config=True)
+    assert {"blocked_packages", "submission_seconds", "max_cells", "uid_base"} <= set(documented)
+    assert all(trait.help for trait in documented.values())
 
 
 def test_find_course_dir(tmp_path, monkeypatch):
@@ -294,7 +302,7 @@ def test_find_course_dir(tmp_path, monkeypatch):
 def test_sandbox_probe_and_leftover_killer():
     import threading
 
-    from course.grade import sandbox
+    from course.grade.isolation import sandbox
 
     assert sandbox.unavailable_reason() is None
     uid = 2_099_999_999
@@ -312,7 +320,7 @@ def test_sandbox_probe_and_leftover_killer():
 
 def test_supervisor_mirrors_sigkill_as_sigkill():
     """Issue 14 item 14: signal.signal(SIGKILL, ...) raises, so an OOM kill once read "status 1"."""
-    from course.grade.zygote import _die_of
+    from course.grade.isolation.zygote import _die_of
 
     for signum in (signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM):
         pid = os.fork()
@@ -330,8 +338,8 @@ def test_blocked_packages_guard_refuses_every_import_route(tmp_path):
     """Issue 14 item 15, in a child process: import, importlib, __import__, sys.modules, each reported."""
     code = """
 import importlib, os, sys
-import course.grade.kernel_io
-from course.grade import guard
+import course.grade.isolation.kernel_io
+from course.grade.isolation import guard
 log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
 os.dup2(log, 2)
 guard.install(["course"])
@@ -350,9 +358,9 @@ print("json still imports")
     log = tmp_path / "kernel.log"
     out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
-    assert lines[0] == "[]" and lines[1] == "course.grade.kernel_io"
+    assert lines[0] == "[]" and lines[1] == "course.grade.isolation.kernel_io"
     assert lines[2:5] == ["refused course"] * 3  # a submodule's import asks for its package first
     assert lines[5] == "json still imports"
-    from course.grade.guard import attempts
+    from course.grade.isolation.guard import attempts
 
     assert attempts(log.read_text()) == ["course"] * 3

@@ -4,7 +4,7 @@
 subclass of ``nbgrader.preprocessors.Execute`` and takes its place in
 ``Autograde.autograde_preprocessors``.  It changes three things:
 
-* **Where** the kernel runs: :class:`~course.grade.kernel.SandboxKernelManager`
+* **Where** the kernel runs: :class:`~course.grade.isolation.kernel.SandboxKernelManager`
   asks the zygote for a sandboxed, preloaded kernel on ipc sockets.
 * **Kernel death**: nbclient raises ``DeadKernelError`` and nbgrader drops
   the whole submission.  Here the cells already run keep their outputs
@@ -30,7 +30,7 @@ import time
 from collections import Counter
 
 from course.grade import scoring
-from course.grade.context import current
+from course.grade.isolation.context import current
 from course.grade.safeio import read_regular
 from course.grade.text import safe_text
 
@@ -70,9 +70,9 @@ def sandbox_execute_class():
     from nbgrader.preprocessors import Execute
     from traitlets import Integer
 
-    from course.grade.kernel import sandbox_kernel_manager_class
+    from course.grade.isolation.kernel import sandbox_kernel_manager_class
+    from course.grade.isolation.sandbox import kill_leftovers_of
     from course.grade.records import record
-    from course.grade.sandbox import kill_leftovers_of
 
     class SandboxExecute(Execute):
         """Execute a submission in a sandboxed kernel, surviving its death."""
@@ -251,8 +251,8 @@ def sandbox_execute_class():
             return True
 
         def _report_blocked_imports(self, spec, resources) -> None:
-            """Name each refused import of a blocked package (course.grade.guard) in the tamper report."""
-            from course.grade.guard import attempts
+            """Name each refused import of a blocked package (course.grade.isolation.guard) in the tamper report."""
+            from course.grade.isolation.guard import attempts
 
             data = read_regular(os.path.join(spec.ipc_dir, "kernel.log"), limit=256 * 1024) or b""
             findings = record(resources).setdefault("tampering", [])

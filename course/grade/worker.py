@@ -248,11 +248,11 @@ def _setup_logging(app, settings: Settings, slot: int) -> None:
 
 def worker_main(slot: int, settings: Settings, run_dir: str, notebooks: list[str], tasks, results) -> None:
     """Entry point of a worker process: grade students from ``tasks`` until None."""
-    from course.grade import context
     from course.grade.config import load_nbgrader_app
     from course.grade.gradebook import GradebookLock, set_lock
-    from course.grade.kernel import ZygoteClient
-    from course.grade.sandbox import kill_leftovers_of
+    from course.grade.isolation import context
+    from course.grade.isolation.kernel import ZygoteClient
+    from course.grade.isolation.sandbox import kill_leftovers_of
 
     app = load_nbgrader_app(settings.course_dir, log_level="ERROR")
     app.update_config(nbgrader_overrides(settings))
@@ -289,7 +289,8 @@ def worker_main(slot: int, settings: Settings, run_dir: str, notebooks: list[str
 
 def warm_up(app, settings: Settings, notebooks: list[str]) -> None:
     """Import and compile what the first submission needs, while the zygote preloads."""
-    from course.grade import execute, feedback, kernel, preprocessors
+    from course.grade import execute, feedback, preprocessors
+    from course.grade.isolation import kernel
 
     started = time.perf_counter()
     preprocessors.course_autograde_class()
@@ -310,7 +311,7 @@ def warm_up(app, settings: Settings, notebooks: list[str]) -> None:
 
 def kernel_context(app, settings: Settings, slot: int, run_dir: str, zygote):
     """What this worker's kernels are: uid, limits, what they see, their environment."""
-    from course.grade import context
+    from course.grade.isolation import context
 
     return context.KernelContext(
         isolate=settings.sandbox,

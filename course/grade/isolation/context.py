@@ -15,7 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
-from course.grade.sandbox import HIDDEN_SYSTEM_DIRS, BoxSpec, Limits, SandboxError, mount_ipc, umount
+from course.grade.isolation.sandbox import HIDDEN_SYSTEM_DIRS, BoxSpec, Limits, SandboxError, mount_ipc, umount
 
 #: Variables every kernel gets from the grader's environment when set.
 BASE_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TERM")

@@ -8,7 +8,7 @@ modules the assignment imports, freezes the heap (``gc.freeze``, so that
 forked children share its pages), then waits.  For each kernel it forks:
 
     zygote (root, preloaded)
-      `-- supervisor   new namespaces, the box (see course.grade.sandbox),
+      `-- supervisor   new namespaces, the box (see course.grade.isolation.sandbox),
             |          forwards SIGINT/SIGTERM, mirrors the kernel's exit
             `-- kernel pid 1 of its namespace, drops to the sandbox uid,
                        then runs ipykernel in-process on the ipc sockets
@@ -41,8 +41,8 @@ import tempfile
 import time
 import traceback
 
-from course.grade import guard, sandbox
 from course.grade.codes import ExitCode
+from course.grade.isolation import guard, sandbox
 
 #: Always preloaded: what an IPython kernel imports while starting.
 KERNEL_MODULES = (
@@ -64,8 +64,8 @@ KERNEL_MODULES = (
     "faulthandler",
     "comm",
     "jedi",
-    "course.grade.kernel_io",
-    "course.grade.guard",
+    "course.grade.isolation.kernel_io",
+    "course.grade.isolation.guard",
 )
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -80,9 +80,9 @@ def preload(modules: list[str]) -> dict[str, str]:
         except Exception as error:  # a missing optional module only costs speed
             failures[name] = f"{type(error).__name__}: {error}"
     try:  # build the kernel's output class now rather than in every kernel
-        importlib.import_module("course.grade.kernel_io").CappedOutStream  # noqa: B018
+        importlib.import_module("course.grade.isolation.kernel_io").CappedOutStream  # noqa: B018
     except Exception as error:
-        failures["course.grade.kernel_io"] = str(error)
+        failures["course.grade.isolation.kernel_io"] = str(error)
     # Objects that exist now never move: forked kernels keep sharing their pages.
     gc.collect()
     gc.freeze()
@@ -325,7 +325,7 @@ class Zygote:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m course.grade.zygote SOCKET``: preload, then serve.
+    """``python -m course.grade.isolation.zygote SOCKET``: preload, then serve.
 
     Reads the modules to preload as one JSON list on stdin (not from argv:
     forked kernels inherit the zygote's ``/proc/self/cmdline``), prints one

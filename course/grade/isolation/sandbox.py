@@ -1,6 +1,6 @@
 """The Linux sandbox around one student's kernel, built from plain system calls.
 
-Each kernel is started by a small supervisor process (see :mod:`course.grade.zygote`)
+Each kernel is started by a small supervisor process (see :mod:`course.grade.isolation.zygote`)
 that, as root, creates fresh namespaces and prepares a private view of the
 file system, then forks the kernel, which drops to an unprivileged uid::
 
@@ -116,7 +116,7 @@ class BoxSpec:
     protect: list[str] = field(default_factory=list)
     expose: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    #: Packages the kernel cannot import (see course.grade.guard).
+    #: Packages the kernel cannot import (see course.grade.isolation.guard).
     blocked_packages: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:

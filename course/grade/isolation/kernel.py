@@ -23,8 +23,8 @@ import sys
 import time
 import uuid
 
-from course.grade import guard
-from course.grade.sandbox import BoxSpec
+from course.grade.isolation import guard
+from course.grade.isolation.sandbox import BoxSpec
 
 
 class ZygoteClient:
@@ -178,7 +178,7 @@ def _provisioner_class():
                 os.chown(km.connection_file, spec.uid, spec.gid)
             args = ipykernel_args(cmd)
             if args is not None:
-                module = guard.KERNEL_IO_ALIAS if spec.blocked_packages else "course.grade.kernel_io"
+                module = guard.KERNEL_IO_ALIAS if spec.blocked_packages else "course.grade.isolation.kernel_io"
                 args.append(f"--IPKernelApp.outstream_class={module}.CappedOutStream")
             kernel = {"ipykernel_args": args, "argv": cmd, "log": km.kernel_log}
             pid = km.zygote.spawn(spec, kernel)

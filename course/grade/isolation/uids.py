@@ -27,7 +27,7 @@ CANDIDATES = 64
 
 def lock_dir() -> str:
     """The folder of range locks: root-owned under /run when possible."""
-    from course.grade.sandbox import ensure_private_dir
+    from course.grade.isolation.sandbox import ensure_private_dir
 
     root = "/run" if os.geteuid() == 0 and os.access("/run", os.W_OK) else tempfile.gettempdir()
     path = os.path.join(root, "course-grade-uids")

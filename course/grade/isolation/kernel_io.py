@@ -2,7 +2,7 @@
 
 ``print("x" * 100_000_000)`` would otherwise travel as one 100 MB message
 to the grader.  The kernel is started with
-``--IPKernelApp.outstream_class=course.grade.kernel_io.CappedOutStream``,
+``--IPKernelApp.outstream_class=course.grade.isolation.kernel_io.CappedOutStream``,
 which passes at most ``COURSE_GRADE_MAX_OUTPUT`` characters per stream
 per cell and then one note.  Student code can undo this (it runs in the
 same process), so the grader enforces the same budget on what arrives;

@@ -19,7 +19,7 @@ be unreachable, by every route:
 Each refused import writes one line, ``course-grade: blocked import of
 NAME``, to the kernel's log (its stderr, a file only root reads), and the
 grader names it in the tamper report.  The kernel's own output class
-(:mod:`course.grade.kernel_io`) stays reachable under the neutral name
+(:mod:`course.grade.isolation.kernel_io`) stays reachable under the neutral name
 :data:`KERNEL_IO_ALIAS`; it holds no answer.
 """
 
@@ -65,7 +65,7 @@ def install(names: list[str]) -> None:
     """Block ``names`` in this process: purge them from sys.modules, put the finder first."""
     if not names:
         return
-    io = sys.modules.get("course.grade.kernel_io")
+    io = sys.modules.get("course.grade.isolation.kernel_io")
     if io is not None:
         sys.modules[KERNEL_IO_ALIAS] = io
     blocked = frozenset(names)
