@@ -142,7 +142,7 @@ def test_resume_force_and_agreement_with_nbgrader(tmp_path):
     got = results(course)
     assert {s: r["score"] for s, r in got.items()} == expected
     csv = (course / "results" / "ps_fixture" / "grades.csv").read_text().splitlines()
-    assert csv[0] == "student_id,total,max," + ",".join(cls.TESTS) and len(csv) == 5
+    assert csv[0] == "student_id,total,max," + ",".join(cls.TESTS) + ",raw_score,late_penalty,note" and len(csv) == 5
 
     # Plain nbgrader on the same class: same per-test scores, except that a
     # warning on stderr zeroes a correct answer there (student02, test_normalize).
@@ -172,3 +172,20 @@ def test_resume_force_and_agreement_with_nbgrader(tmp_path):
     assert {s: r["score"] for s, r in again.items()} == {**expected, "student01": cls.MAX_SCORE}
     page = (course / "feedback" / "student00" / "ps_fixture" / "ps_fixture.html").read_text()
     assert "relu is wrong on a grid" in page  # hidden tests shown on request
+
+
+def test_a_student_who_could_not_be_graded_is_empty_with_the_reason(course):
+    """Issue 14 item 14: not 0.0 in grades.csv, but an empty total and the reason."""
+    import csv
+    import io
+
+    from course.grade import export
+
+    path = course / "results" / "ps_fixture" / "grades.csv"
+    db_url = f"sqlite:///{course / 'gradebook.db'}"
+    rows = export.write_csv(db_url, "course", "ps_fixture", path, {"alice": "not graded: the kernel did not start"})
+    assert rows == 1
+    row = next(csv.DictReader(io.StringIO(path.read_text())))
+    assert row["student_id"] == "alice" and row["total"] == "" and row["test_relu"] == ""
+    assert row["note"] == "not graded: the kernel did not start" and float(row["max"]) == cls.MAX_SCORE
+    assert path.stat().st_mode & 0o077 == 0  # private to the instructor

@@ -107,29 +107,63 @@ def test_describe_exit(code, words):
     assert words in scoring.describe_exit(code, cpu=60, file_mb=8)
 
 
-def test_cell_status_prefers_the_graders_reason():
-    cell = {
+def test_cell_status_comes_from_the_grader_not_from_exception_names():
+    """Issue 14 item 8: a student's exception class named CellTimeoutError is a failure, not a timeout."""
+    forged = {
         "outputs": [
-            {"output_type": "error", "ename": "KeyboardInterrupt", "evalue": ""},
-            scoring.error_output(scoring.TIMEOUT, "ran longer than 5 s"),
+            {"output_type": "error", "ename": scoring.TIMEOUT, "evalue": "\x1b[2K\x1b[1A0 failed"},
         ]
     }
-    assert scoring.cell_status(cell, 0, 1) == ("timeout", "CellTimeoutError: ran longer than 5 s")
+    assert scoring.cell_status(forged, 0, 1)[0] == "failed"
+    event = {"status": "timeout", "message": "CellTimeoutError: ran longer than 5 s"}
+    assert scoring.cell_status(forged, 0, 1, event) == ("timeout", "CellTimeoutError: ran longer than 5 s")
     assert scoring.cell_status({"outputs": []}, 1, 1) == ("passed", "")
     assert scoring.cell_status({"outputs": []}, 0.5, 1)[0] == "partial"
     assert scoring.cell_status({"outputs": []}, None, 1)[0] == "manual"
+    # nbgrader stores 0.0 for a written answer waiting for a human: the gradebook's flag decides.
+    assert scoring.cell_status({"outputs": []}, 0.0, 2, manual=True)[0] == "manual"
+
+
+def test_safe_text_escapes_terminal_control():
+    from course.grade.text import safe_text
+
+    evil = "ok\x1b[2K\x1b[1A\rgraded 30 submission(s); 0 failed\u202e\x07"
+    shown = safe_text(evil)
+    assert shown.isprintable() and "\x1b" not in shown and "\r" not in shown
+    assert "\\x1b[2K" in shown and "\\u202e" in shown
+    assert len(safe_text("x" * 1000, limit=50)) == 50
 
 
 def test_stderr_alone_does_not_zero_but_errors_do():
     nb = released()
     cell = nb.cells[find(nb, "test_normalize")]
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something\n")]
-    assert scoring.grade_ignoring_stderr(cell) == (2.0, 2.0)
+    assert scoring.autograde_score(cell) == (2.0, 2.0)
+    assert scoring.autograde_score(cell, stderr_fails=True) == (0, 2.0)
     from nbgrader.utils import determine_grade
 
     assert determine_grade(cell) == (0, 2.0)  # plain nbgrader
     cell.outputs.append(nbformat.v4.new_output("error", ename="AssertionError", evalue="", traceback=[]))
-    assert scoring.grade_ignoring_stderr(cell) == (0, 2.0)
+    assert scoring.autograde_score(cell) == (0, 2.0)
+
+
+def test_displayed_results_never_grant_points_to_a_failing_test():
+    """Issue 14 item 3: ``sys.displayhook('ok')`` inside an answer, then the test fails."""
+    nb = released()
+    cell = nb.cells[find(nb, "test_normalize")]
+    shown = nbformat.v4.new_output("execute_result", data={"text/plain": "'ok'"}, execution_count=3)
+    error = nbformat.v4.new_output("error", ename="AssertionError", evalue="wrong", traceback=[])
+    cell.outputs = [shown, error]
+    from nbgrader.utils import determine_grade
+
+    assert determine_grade(cell) == (2.0, 2.0)  # plain nbgrader: full points for a failing test
+    assert scoring.autograde_score(cell) == (0.0, 2.0)
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "1000"}, execution_count=3)]
+    assert scoring.autograde_score(cell) == (2.0, 2.0)  # a big number grants no more than a pass
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "0.5"}, execution_count=3)]
+    assert scoring.autograde_score(cell) == (0.5, 2.0)  # nbgrader's partial credit still works
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "-5"}, execution_count=3)]
+    assert scoring.autograde_score(cell) == (0.0, 2.0)
 
 
 # -- feedback ----------------------------------------------------------------
@@ -242,6 +276,14 @@ def test_config_file_settings(tmp_path):
     App.config = {"CourseGrade": {"memroy_mb": 1}}
     with pytest.raises(CourseError, match="memroy_mb"):
         apply_config_file(Settings(course_dir=tmp_path, assignment="a"), App())
+    App.config = {"CourseGrade": {"memory_mb": "lots"}}  # typed traits: one clear line
+    with pytest.raises(CourseError, match="memory_mb.*expected an int"):
+        apply_config_file(Settings(course_dir=tmp_path, assignment="a"), App())
+    from course.grade.config import course_grade_class
+
+    documented = course_grade_class().class_traits(config=True)
+    assert {"blocked_packages", "submission_seconds", "max_cells", "uid_base"} <= set(documented)
+    assert all(trait.help for trait in documented.values())
 
 
 def test_find_course_dir(tmp_path, monkeypatch):
@@ -260,7 +302,7 @@ def test_find_course_dir(tmp_path, monkeypatch):
 def test_sandbox_probe_and_leftover_killer():
     import threading
 
-    from course.grade import sandbox
+    from course.grade.isolation import sandbox
 
     assert sandbox.unavailable_reason() is None
     uid = 2_099_999_999
@@ -274,3 +316,51 @@ def test_sandbox_probe_and_leftover_killer():
     assert sandbox.processes_of(uid)
     assert sandbox.kill_leftovers_of(uid, patience=30)
     assert stray.wait() == -signal.SIGKILL
+
+
+def test_supervisor_mirrors_sigkill_as_sigkill():
+    """Issue 14 item 14: signal.signal(SIGKILL, ...) raises, so an OOM kill once read "status 1"."""
+    from course.grade.isolation.zygote import _die_of
+
+    for signum in (signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                _die_of(signum)
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signum
+    assert "memory" in scoring.describe_exit(-signal.SIGKILL)
+
+
+def test_blocked_packages_guard_refuses_every_import_route(tmp_path):
+    """Issue 14 item 15, in a child process: import, importlib, __import__, sys.modules, each reported."""
+    code = """
+import importlib, os, sys
+import course.grade.isolation.kernel_io
+from course.grade.isolation import guard
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+os.dup2(log, 2)
+guard.install(["course"])
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # as ipykernel does: fd 2 goes elsewhere
+print(sorted(m for m in sys.modules if m == "course" or m.startswith("course.")))
+print(sys.modules[guard.KERNEL_IO_ALIAS].__name__)
+for attempt in ("import course.pipelines", "importlib.import_module('cour' + 'se.train')", "__import__('course')"):
+    try:
+        exec(attempt)
+        print("REACHED")
+    except ModuleNotFoundError as error:
+        print("refused", error.name)
+import json
+print("json still imports")
+"""
+    log = tmp_path / "kernel.log"
+    out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "[]" and lines[1] == "course.grade.isolation.kernel_io"
+    assert lines[2:5] == ["refused course"] * 3  # a submodule's import asks for its package first
+    assert lines[5] == "json still imports"
+    from course.grade.isolation.guard import attempts
+
+    assert attempts(log.read_text()) == ["course"] * 3

@@ -5,8 +5,8 @@ Built on nbgrader's own converters, preprocessors and configuration; see
 
 * :func:`main` / :func:`add_arguments`: the command line (``course grade``).
 * :mod:`course.grade.runner`: checks, plan, workers, report.
-* :mod:`course.grade.sandbox`, :mod:`course.grade.zygote`,
-  :mod:`course.grade.kernel`: the sandboxed, preloaded kernels.
+* :mod:`course.grade.isolation.sandbox`, :mod:`course.grade.isolation.zygote`,
+  :mod:`course.grade.isolation.kernel`: the sandboxed, preloaded kernels.
 * :mod:`course.grade.execute`, :mod:`course.grade.preprocessors`,
   :mod:`course.grade.scoring`, :mod:`course.grade.tamper`,
   :mod:`course.grade.feedback`, :mod:`course.grade.export`: what changes

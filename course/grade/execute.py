@@ -4,7 +4,7 @@
 subclass of ``nbgrader.preprocessors.Execute`` and takes its place in
 ``Autograde.autograde_preprocessors``.  It changes three things:
 
-* **Where** the kernel runs: :class:`~course.grade.kernel.SandboxKernelManager`
+* **Where** the kernel runs: :class:`~course.grade.isolation.kernel.SandboxKernelManager`
   asks the zygote for a sandboxed, preloaded kernel on ipc sockets.
 * **Kernel death**: nbclient raises ``DeadKernelError`` and nbgrader drops
   the whole submission.  Here the cells already run keep their outputs
@@ -23,16 +23,22 @@ handling of error replies) is inherited.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections import Counter
 
 from course.grade import scoring
-from course.grade.context import current
-
-_CLASS = None
+from course.grade.isolation.context import current
+from course.grade.safeio import read_regular
+from course.grade.text import safe_text
 
 TRUNCATED = "\n[output truncated: this cell produced more than {limit} bytes of output]\n"
+#: The outputs of all cells of a notebook together: this many times the per-cell cap.
+NOTEBOOK_OUTPUT_FACTOR = 8
+#: Error outputs kept per cell (student code can print tracebacks in a loop).
+MAX_ERRORS_PER_CELL = 3
 
 
 def _message_size(msg: dict) -> int:
@@ -56,19 +62,17 @@ def _fail(cell, ename: str, message: str) -> None:
     cell.outputs.append(NotebookNode(scoring.error_output(ename, message)))
 
 
+@functools.cache
 def sandbox_execute_class():
     """Build (once) the SandboxExecute class on top of nbgrader's Execute."""
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
 
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbgrader.preprocessors import Execute
     from traitlets import Integer
 
-    from course.grade.kernel import sandbox_kernel_manager_class
-    from course.grade.preprocessors import record
-    from course.grade.sandbox import kill_leftovers_of
+    from course.grade.isolation.kernel import sandbox_kernel_manager_class
+    from course.grade.isolation.sandbox import kill_leftovers_of
+    from course.grade.records import record
 
     class SandboxExecute(Execute):
         """Execute a submission in a sandboxed kernel, surviving its death."""
@@ -87,10 +91,13 @@ def sandbox_execute_class():
                     self._run_cells(spec)
                 finally:
                     self._stop()
+                self._report_blocked_imports(spec, resources)
                 self.set_widgets_metadata()
             finally:
                 context.remove_box(spec)
-            record(resources).setdefault("timing", {}).update(self.kernel_timing)
+            info = record(resources)
+            info.setdefault("timing", {}).update(self.kernel_timing)
+            info["events"] = self._events
             return self.nb, self.resources
 
         def _reset(self, nb, resources, km, context) -> None:
@@ -109,7 +116,15 @@ def sandbox_execute_class():
                 "traceback": [f"\x1b[0;31m{scoring.TIMEOUT}\x1b[0m: {message}"],
             }
             self._output_bytes: dict[int, int] = {}
+            self._errors: dict[int, int] = {}
+            self._notebook_bytes = 0
+            limit = context.max_output_bytes
+            self.max_notebook_bytes = limit * NOTEBOOK_OUTPUT_FACTOR if limit >= 0 else float("inf")
+            self.store_widget_state = False  # widget state is unbounded and nothing grades it
             self.kernel_timing: dict[str, float] = {}
+            self._events: dict[str, dict] = {}
+            self._timed_out = False
+            self._pristine: dict | None = None
 
         # -- kernel lifetime -------------------------------------------------
 
@@ -136,6 +151,7 @@ def sandbox_execute_class():
                 self._stop()
                 raise KernelStartError(f"the sandboxed kernel did not start ({error}); kernel log: {log}") from None
             self.kernel_timing["kernel_start"] = time.perf_counter() - started
+            self._pristine = self._fingerprint()
 
         def _stop(self) -> None:
             """Kill the kernel (its namespace dies with it) and close the channels."""
@@ -153,17 +169,20 @@ def sandbox_execute_class():
 
         @staticmethod
         def _kernel_log(spec) -> str:
-            """The last lines the kernel process wrote outside the notebook."""
-            path = os.path.join(spec.ipc_dir, "kernel.log")
-            try:
-                with open(path, errors="replace") as handle:
-                    lines = [line.rstrip() for line in handle if line.strip()][-5:]
-            except OSError:
+            """The last lines the kernel process wrote outside the notebook (bounded, never via a link)."""
+            data = read_regular(os.path.join(spec.ipc_dir, "kernel.log"), limit=4096, tail=True)
+            if data is None:
                 return "(none)"
-            return " | ".join(lines) or "(empty)"
+            lines = [line.rstrip() for line in data.decode(errors="replace").splitlines() if line.strip()][-5:]
+            return safe_text(" | ".join(lines), limit=1000) or "(empty)"
 
         def _exit_reason(self, spec) -> str:
-            """Why the kernel is gone, from its supervisor's return code."""
+            """Why a kernel that was running is gone, from how its supervisor ended.
+
+            The kernel had started, so whatever status it exited with is the
+            student's doing: even the supervisor's own failure code cannot be
+            taken for a sandbox failure here (a kernel may ``os._exit(70)``).
+            """
             process = getattr(getattr(self.km, "provisioner", None), "process", None)
             code = None
             if process is not None:
@@ -171,29 +190,132 @@ def sandbox_execute_class():
                     code = process.wait(timeout=3)
                 except TimeoutError:
                     code = None
-            if code == scoring.SUPERVISOR_FAILED:
-                raise KernelStartError(f"the sandbox failed: {self._kernel_log(spec)}")
             limits = spec.limits
             return scoring.describe_exit(code, cpu=limits.cpu_seconds, file_mb=limits.file_mb)
+
+        async def _async_fingerprint(self, timeout: float = 10.0) -> dict | None:
+            """Ask the kernel for :data:`course.grade.integrity.FINGERPRINT` (silently, outside run_cell)."""
+            from course.grade import integrity
+
+            msg_id = self.kc.execute(
+                "", silent=True, store_history=False, user_expressions={"fingerprint": integrity.FINGERPRINT}
+            )
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                try:
+                    msg = await self.kc.get_shell_msg(timeout=remaining)
+                except Exception:  # queue.Empty on timeout
+                    return None
+                if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                    return integrity.parse(msg.get("content", {}))
+
+        def _fingerprint(self) -> dict | None:
+            from nbclient.util import run_sync
+
+            return run_sync(self._async_fingerprint)()
+
+        def _tampered(self, cell, index: int) -> bool:
+            """Before a test cell: if the kernel's hooks changed, fail the cell unrun and report it."""
+            from course.grade import integrity
+
+            if self._pristine is None:
+                return False
+            if not self.kc or not self.km:
+                return False
+            changed = integrity.changes(self._pristine, self._fingerprint())
+            if not changed:
+                return False
+            cell.outputs = []
+            message = (
+                "this test was not run: the kernel was tampered with before it ("
+                + ", ".join(changed)
+                + " changed), so it scores 0"
+            )
+            _fail(cell, scoring.TAMPERED, message)
+            self._event(cell, index, "tampered", message)
+            grade_id = self._cell_key(cell, index)
+            findings = record(self.resources).setdefault("tampering", [])
+            notebook = self.resources.get("nbgrader", {}).get("notebook", "")
+            if not any(f["kind"] == "kernel" for f in findings):
+                findings.append(
+                    {
+                        "notebook": notebook,
+                        "grade_id": grade_id,
+                        "kind": "kernel",
+                        "detail": "changed before " + grade_id + ": " + ", ".join(changed),
+                    }
+                )
+            return True
+
+        def _report_blocked_imports(self, spec, resources) -> None:
+            """Name each refused import of a blocked package (course.grade.isolation.guard) in the tamper report."""
+            from course.grade.isolation.guard import attempts
+
+            data = read_regular(os.path.join(spec.ipc_dir, "kernel.log"), limit=256 * 1024) or b""
+            findings = record(resources).setdefault("tampering", [])
+            notebook = resources.get("nbgrader", {}).get("notebook", "")
+            counts = Counter(attempts(data.decode("utf-8", "replace")))
+            for name, count in counts.items():
+                times = "once" if count == 1 else f"{count} times"
+                detail = f"tried to import {safe_text(name, 120)} ({times}), which graded notebooks cannot use"
+                findings.append(
+                    {
+                        "notebook": notebook,
+                        "grade_id": "",
+                        "kind": "blocked-import",
+                        "detail": detail,
+                    }
+                )
+
+        @staticmethod
+        def _cell_key(cell, index: int) -> str:
+            """A cell's grade_id, else its position."""
+            from course.grade.tamper import nbgrader_meta
+
+            return nbgrader_meta(cell).get("grade_id") or f"cell {index}"
+
+        def _event(self, cell, index: int, status: str, message: str) -> None:
+            """Record what the grader saw happen to a cell (its JSON status comes from here)."""
+            from course.grade.tamper import nbgrader_meta
+
+            grade_id = self._cell_key(cell, index)
+            kind = (
+                "test" if scoring.is_test_cell(cell) else "solution" if nbgrader_meta(cell).get("solution") else "code"
+            )
+            self._events[grade_id] = {"cell": grade_id, "kind": kind, "status": status, "message": message}
 
         # -- cells -----------------------------------------------------------
 
         def _run_cells(self, spec) -> None:
             """Execute cell by cell; after a death, fail the rest with the reason."""
             started = time.perf_counter()
+            budget = current().budget_seconds
             stopped = None
             for index, cell in enumerate(self.nb.cells):
                 if cell.cell_type != "code":
                     continue
+                if stopped is None and budget and time.perf_counter() - started > budget:
+                    stopped = f"the submission used up its time budget of {budget:g} s (all cells together)"
+                    self._event(cell, index, "budget", stopped)
                 if stopped is not None:
                     cell.outputs = []
-                    _fail(cell, scoring.NOT_RUN, f"not run: {stopped}")
+                    message = f"not run: {stopped}"
+                    _fail(cell, scoring.NOT_RUN, message)
+                    if self._events.get(self._cell_key(cell, index), {}).get("status") != "budget":
+                        self._event(cell, index, "not-run", message)
                     continue
                 try:
+                    if scoring.is_test_cell(cell) and self._tampered(cell, index):
+                        continue
                     self.preprocess_cell(cell, self.resources, index)
                 except DeadKernelError:
                     reason = self._exit_reason(spec)
-                    _fail(cell, scoring.KERNEL_DIED, f"the kernel died while running this cell: {reason}")
+                    message = f"the kernel died while running this cell: {reason}"
+                    _fail(cell, scoring.KERNEL_DIED, message)
+                    self._event(cell, index, "kernel-died", message)
                     stopped = f"the kernel died in an earlier cell ({reason})"
                 except CellTimeoutError:  # the interrupt did not land: a loop inside C code
                     self.km.provisioner.process.kill()
@@ -202,26 +324,61 @@ def sandbox_execute_class():
                         "when interrupted, so the kernel was stopped"
                     )
                     _fail(cell, scoring.TIMEOUT, message)
+                    self._event(cell, index, "timeout", message)
                     stopped = "the kernel was stopped after an earlier cell timed out"
+                else:
+                    if self._timed_out:
+                        message = self.error_on_timeout["evalue"]
+                        self._event(cell, index, "timeout", f"{scoring.TIMEOUT}: {message}")
             self.kernel_timing["execute"] = time.perf_counter() - started
 
+        def preprocess_cell(self, cell, resources, index):
+            """Run one cell; test cells run with ``store_history=False``.
+
+            So the instructor's tests (hidden ones included) never enter the
+            kernel's ``In``, ``_ih`` or history, where a later cell of the
+            student's could read them.
+            """
+            self._check_assign_resources(resources)
+            self._timed_out = False
+            cell = self.execute_cell(cell, index, store_history=not scoring.is_test_cell(cell))
+            return cell, self.resources
+
+        async def _async_handle_timeout(self, timeout, cell=None):
+            """nbclient's timeout handling (interrupt, then error_on_timeout), noted for the cell's status."""
+            self._timed_out = True
+            return await super()._async_handle_timeout(timeout, cell)
+
         def output(self, outs, msg, display_id, cell_index):
-            """Keep at most ``max_output_bytes`` per cell; always keep errors."""
+            """Keep at most ``max_output_bytes`` per cell and :data:`NOTEBOOK_OUTPUT_FACTOR` times that per notebook.
+
+            Errors are kept (they decide the score) but clipped, at most
+            :data:`MAX_ERRORS_PER_CELL` per cell, and they count too.
+            """
             if msg["msg_type"] == "error":
+                errors = self._errors.get(cell_index, 0)
+                if errors >= MAX_ERRORS_PER_CELL:
+                    return None  # the cell already failed; more tracebacks add nothing
+                self._errors[cell_index] = errors + 1
                 content = msg["content"]
+                content["ename"] = _clip(str(content.get("ename", "")), 200)
                 content["evalue"] = _clip(str(content.get("evalue", "")))
                 content["traceback"] = [_clip(str(line)) for line in content.get("traceback", [])[:200]]
+                self._notebook_bytes += len(content["evalue"]) + sum(len(line) for line in content["traceback"])
                 return super().output(outs, msg, display_id, cell_index)
             limit = self.max_output_bytes
             used = self._output_bytes.get(cell_index, 0)
             size = _message_size(msg)
-            if limit < 0 or used + size <= limit:
+            total_room = self.max_notebook_bytes - self._notebook_bytes
+            if limit < 0 or (used + size <= limit and size <= total_room):
                 self._output_bytes[cell_index] = used + size
+                self._notebook_bytes += size
                 return super().output(outs, msg, display_id, cell_index)
             if used > limit:
                 return None  # already cut, note already added
             self._output_bytes[cell_index] = limit + 1
-            room = max(0, limit - used)
+            room = max(0, min(limit - used, total_room))
+            self._notebook_bytes += room
             if msg["msg_type"] == "stream":
                 text = msg["content"]["text"].encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
                 msg["content"]["text"] = text + TRUNCATED.format(limit=limit)
@@ -230,8 +387,15 @@ def sandbox_execute_class():
                 msg["header"] = dict(msg.get("header", {}), msg_type="stream")
             return super().output(outs, msg, display_id, cell_index)
 
-    _CLASS = SandboxExecute
-    return _CLASS
+        def _update_display_id(self, display_id, msg):
+            """An update of an earlier display counts against the notebook's output budget too."""
+            size = _message_size(msg)
+            if size > self.max_notebook_bytes - self._notebook_bytes:
+                return None
+            self._notebook_bytes += size
+            return super()._update_display_id(display_id, msg)
+
+    return SandboxExecute
 
 
 class KernelStartError(RuntimeError):

@@ -31,38 +31,35 @@ configuration written for nbgrader's class still applies.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
-from pathlib import Path
 
-from course.grade import gradebook, tamper
-
-#: What the sanitize/execute steps learned about each notebook of this
-#: worker, keyed by (student, notebook): tampering findings, timings.
-RECORDS: dict[tuple[str, str], dict] = {}
-
-_CACHE: dict[str, type] = {}
-_LOCKED: dict[type, type] = {}
+from course.grade import gradebook, scoring, tamper
+from course.grade.records import SKIP, record
 
 #: Larger submitted notebooks are refused rather than loaded.
 MAX_NOTEBOOK_BYTES = 200 * 1024 * 1024
 
 
-def record(resources: dict) -> dict:
-    """The RECORDS entry for the notebook being converted."""
-    info = resources.get("nbgrader", {})
-    return RECORDS.setdefault((info.get("student", ""), info.get("notebook", "")), {})
+def notebook_problem(path: str | os.PathLike, max_cells: int = 500) -> str | None:
+    """Why a submitted file cannot be graded as a notebook, or None if it can.
 
-
-def notebook_problem(path: str | os.PathLike) -> str | None:
-    """Why a submitted file cannot be graded as a notebook, or None if it can."""
+    The file is opened without following a link and without blocking, and
+    read only when it is a regular file within the size limit.
+    """
     import nbformat
 
-    path = Path(path)
-    size = path.stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
-        return f"the file is {size // 2**20} MB, more than the {MAX_NOTEBOOK_BYTES // 2**20} MB a notebook may have"
-    raw = path.read_bytes()
+    from course.grade.safeio import open_regular
+
+    fd = open_regular(path)
+    if fd is None:
+        return "the file is not a regular file (a link, FIFO or device), so it was not read"
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            return f"the file is {size // 2**20} MB, more than the {MAX_NOTEBOOK_BYTES // 2**20} MB a notebook may have"
+        raw = handle.read(MAX_NOTEBOOK_BYTES + 1)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -72,6 +69,9 @@ def notebook_problem(path: str | os.PathLike) -> str | None:
     major, minor = data.get("nbformat"), data.get("nbformat_minor")
     if major not in (3, 4):
         return f"the notebook format version is {major}.{minor}; Jupyter notebooks are version 4"
+    code_cells = sum(1 for c in data.get("cells", []) if isinstance(c, dict) and c.get("cell_type") == "code")
+    if max_cells and code_cells > max_cells:
+        return f"the notebook has {code_cells} code cells, more than the {max_cells} a submission may have"
     try:
         nbformat.reads(raw.decode(), as_version=4)
     except Exception as error:
@@ -79,12 +79,15 @@ def notebook_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+@functools.cache
 def locked_class(cls: type) -> type:
-    """A subclass of ``cls`` whose ``preprocess`` holds the gradebook lock."""
-    if cls in _LOCKED:
-        return _LOCKED[cls]
+    """A subclass of ``cls`` whose ``preprocess`` holds the gradebook lock (one per class)."""
+    if getattr(cls, "_holds_gradebook_lock", False):
+        return cls
 
     class Locked(cls):
+        _holds_gradebook_lock = True
+
         def preprocess(self, nb, resources):
             with gradebook.locked():
                 return super().preprocess(nb, resources)
@@ -92,15 +95,12 @@ def locked_class(cls: type) -> type:
     Locked.__name__ = cls.__name__
     Locked.__qualname__ = cls.__qualname__
     Locked.__doc__ = f"{cls.__doc__ or cls.__name__} (under the gradebook lock)"
-    _LOCKED[cls] = Locked
-    _LOCKED[Locked] = Locked
     return Locked
 
 
+@functools.cache
 def restore_released_cells_class() -> type:
     """Build the RestoreReleasedCells preprocessor (see the module docstring)."""
-    if "restore" in _CACHE:
-        return _CACHE["restore"]
     import nbformat
     from nbgrader.preprocessors import NbGraderPreprocessor
 
@@ -149,14 +149,41 @@ def restore_released_cells_class() -> type:
                     cell.metadata["nbgrader"] = copy.deepcopy(ref.metadata["nbgrader"])
             return nb, resources
 
-    _CACHE["restore"] = RestoreReleasedCells
     return RestoreReleasedCells
 
 
+@functools.cache
+def overwrite_cells_class() -> type:
+    """Build nbgrader's OverwriteCells with ``add_missing_task_cells`` fixed (same class name).
+
+    nbgrader's ``preprocess_cell`` deletes the ``grade_id`` of a cell that
+    has nbgrader metadata but is not in the gradebook (say an ungraded,
+    unlocked scratch cell such as ``try_it``), and ``add_missing_task_cells``
+    (run with ``add_missing_cells = True``) then reads every cell's
+    ``grade_id`` and raises ``KeyError: 'grade_id'``.  Here such cells are
+    simply not task cells.
+    """
+    from nbgrader.preprocessors import OverwriteCells as NbgraderOverwriteCells
+
+    class OverwriteCells(NbgraderOverwriteCells):
+        """nbgrader's OverwriteCells; cells without a grade_id are skipped when adding missing task cells."""
+
+        def add_missing_task_cells(self, nb, resources):
+            source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+            source_cells = {cell.name: cell for cell in source_nb.source_cells}
+            submitted = {tamper.nbgrader_meta(cell).get("grade_id") for cell in nb.cells}
+            for task_cell in source_nb.task_cells:
+                if task_cell.name not in submitted:
+                    cell = self.missing_cell_transform(source_cells[task_cell.name], task_cell.max_score, is_task=True)
+                    nb.cells.append(cell)
+            return nb, resources
+
+    return OverwriteCells
+
+
+@functools.cache
 def course_save_autogrades_class() -> type:
     """Build CourseSaveAutoGrades: nbgrader's SaveAutoGrades, stderr-tolerant by default."""
-    if "save" in _CACHE:
-        return _CACHE["save"]
     from nbgrader.preprocessors import SaveAutoGrades
     from traitlets import Bool
 
@@ -166,21 +193,20 @@ def course_save_autogrades_class() -> type:
         stderr_fails = Bool(False, help="score 0 for any stderr output, as plain nbgrader does").tag(config=True)
 
         def _add_score(self, cell, resources):
-            if not self.stderr_fails and cell.cell_type == "code":
-                cell = copy.deepcopy(cell)
-                cell.outputs = [
-                    o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
-                ]
-            super()._add_score(cell, resources)
+            # nbgrader's _add_score, with the score from scoring.autograde_score
+            grade = self.gradebook.find_grade(
+                cell.metadata["nbgrader"]["grade_id"], self.notebook_id, self.assignment_id, self.student_id
+            )
+            grade.auto_score, _ = scoring.autograde_score(cell, self.stderr_fails, self.log)
+            grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
+            self.gradebook.db.commit()
 
-    _CACHE["save"] = CourseSaveAutoGrades
     return CourseSaveAutoGrades
 
 
+@functools.cache
 def course_autograde_class() -> type:
     """Build CourseAutograde, nbgrader's Autograde converter with the swaps above."""
-    if "autograde" in _CACHE:
-        return _CACHE["autograde"]
     from nbgrader.converters import Autograde
     from nbgrader.preprocessors import AssignLatePenalties, Execute, OverwriteCells, SaveAutoGrades
 
@@ -191,9 +217,9 @@ def course_autograde_class() -> type:
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.rejected: dict[str, str] = {}
             restore = restore_released_cells_class()
-            sanitize = [locked_class(p) if p is OverwriteCells else p for p in self.sanitize_preprocessors]
+            overwrite = locked_class(overwrite_cells_class())
+            sanitize = [overwrite if p is OverwriteCells else p for p in self.sanitize_preprocessors]
             self.sanitize_preprocessors = [restore, *[p for p in sanitize if p is not restore]]
             swaps = {SaveAutoGrades: course_save_autogrades_class()}
             steps = []
@@ -209,14 +235,7 @@ def course_autograde_class() -> type:
         def init_notebooks(self):
             super().init_notebooks()
             for folder, notebooks in self.assignments.items():
-                keep = []
-                for path in notebooks:
-                    problem = notebook_problem(path)
-                    if problem:
-                        self.rejected[path] = problem
-                    else:
-                        keep.append(path)
-                self.assignments[folder] = keep
+                self.assignments[folder] = [path for path in notebooks if os.path.abspath(path) not in SKIP]
 
         def init_assignment(self, assignment_id, student_id):
             with gradebook.locked():
@@ -229,5 +248,4 @@ def course_autograde_class() -> type:
             info["release"] = os.path.join(release, info["notebook"] + ".ipynb")
             return resources
 
-    _CACHE["autograde"] = CourseAutograde
     return CourseAutograde

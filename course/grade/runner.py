@@ -24,9 +24,6 @@ import glob
 import json
 import os
 import queue
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,20 +31,10 @@ from pathlib import Path
 
 from course.errors import CourseError
 from course.grade import export
+from course.grade.codes import ExitCode
 from course.grade.config import Settings, apply_config_file, find_course_dir, load_nbgrader_app
-
-
-def nbgrader_overrides(settings: Settings):
-    """nbgrader configuration that ``course grade`` imposes over nbgrader_config.py."""
-    from traitlets.config import Config
-
-    config = Config()
-    config.OverwriteCells.add_missing_cells = True  # tests always run from the instructor's copy
-    config.CourseSaveAutoGrades.stderr_fails = bool(settings.stderr_fails)
-    if settings.timeout is not None:
-        config.Execute.timeout = int(settings.timeout) if float(settings.timeout).is_integer() else settings.timeout
-    return config
-
+from course.grade.isolation.lifecycle import Kernels
+from course.grade.text import safe_text
 
 # --------------------------------------------------------------------------
 # checks
@@ -62,6 +49,15 @@ def _probe_writable(folder: Path, what: str) -> None:
         os.unlink(probe)
     except OSError as error:
         raise CourseError(f"the {what} folder {folder} is not writable ({error.strerror or error})") from None
+
+
+def private_results(folder: Path) -> None:
+    """results/<assignment>/ and what is in it: the instructor's only (0700 folders, 0600 files)."""
+    os.chmod(folder, 0o700)
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
 def check_assignment(app, assignment: str) -> None:
@@ -86,7 +82,9 @@ def find_submissions(app, assignment: str) -> list[str]:
     pattern = cd.format_path(cd.submitted_directory, "*", assignment)
     found = []
     for path in sorted(glob.glob(pattern)):
-        if os.path.isdir(path):
+        # lexists, not isdir: a link or a file in place of a folder is found,
+        # so that it is rejected with its reason rather than silently skipped.
+        if os.path.lexists(path):
             found.append(Path(path).parent.name)
     if not found:
         raise CourseError(
@@ -98,118 +96,16 @@ def find_submissions(app, assignment: str) -> list[str]:
 
 def already_graded(app, settings: Settings, student: str) -> bool:
     """A JSON result exists, says graded, matches the files, and the autograded copy is there."""
-    from course.grade.worker import fingerprint, submission_dir
+    from course.grade.submissions import fingerprint, submission_dir
 
     result = export.read_json(settings.submission_result(student))
     if not result or result.get("status") != "graded":
         return False
     cd = app.coursedir
-    if not Path(cd.format_path(cd.autograded_directory, student, settings.assignment)).is_dir():
-        return False
+    autograded = Path(cd.format_path(cd.autograded_directory, student, settings.assignment))
+    if result.get("autograded", True) and not autograded.is_dir():
+        return False  # a rejected or empty submission has no autograded copy, and needs none
     return result.get("fingerprint") == fingerprint(submission_dir(app, student, settings.assignment))
-
-
-# --------------------------------------------------------------------------
-# the zygote
-
-
-_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_][\w.]*)", re.M)
-
-
-def assignment_imports(source: Path) -> list[str]:
-    """Top-level modules imported by the notebooks in ``source`` (and installed)."""
-    import importlib.util
-
-    names: list[str] = []
-    for path in sorted(Path(source).glob("*.ipynb")):
-        try:
-            cells = json.loads(path.read_text()).get("cells", [])
-        except (OSError, ValueError):
-            continue
-        for cell in cells:
-            if cell.get("cell_type") == "code":
-                source_text = "".join(cell.get("source", []))
-                names += [m for m in _IMPORT.findall(source_text) if m not in names]
-
-    def installed(name: str) -> bool:
-        try:
-            return importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            return False
-
-    return [n for n in names if not n.startswith(("__future__", ".")) and installed(n)]
-
-
-def start_zygote(settings: Settings, run_dir: str, modules: list[str], threads: int) -> subprocess.Popen:
-    """Start the kernel fork server; it preloads ``modules`` while workers start."""
-    from course.grade.context import BASE_ENV
-
-    env = {k: os.environ[k] for k in (*BASE_ENV, *settings.pass_env, "PATH", "PYTHONPATH") if k in os.environ}
-    home = os.path.join(run_dir, "zygote-home")
-    os.makedirs(home, exist_ok=True)
-    env.update(
-        HOME=home,
-        TMPDIR=home,
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-        PYDEVD_DISABLE_FILE_VALIDATION="1",
-        MPLBACKEND=os.environ.get("MPLBACKEND", "module://matplotlib_inline.backend_inline"),
-    )
-    if not settings.sandbox:
-        env = {**os.environ, **env, "HOME": os.environ.get("HOME", home)}
-    log = open(os.path.join(run_dir, "zygote.log"), "ab")
-    cmd = [sys.executable, "-m", "course.grade.zygote", os.path.join(run_dir, "zygote.sock"), *modules]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=run_dir)
-
-
-class Kernels:
-    """The run folder and the zygote, started before the slow checks.
-
-    Importing torch is the longest step of a run, and nbgrader's checks do
-    not need it, so the zygote starts first, from what nbgrader_config.py
-    and the assignment's source notebooks say, and imports torch while the
-    coordinator imports nbgrader and checks the gradebook.  A run that stops
-    early (bad input, nothing to grade) just kills it.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        from course.grade.config import default_jobs, read_config_file
-
-        config = read_config_file(settings.course_dir)
-        section = config.get("CourseGrade", {})
-        self.sandbox_root = section.get("sandbox_root", settings.sandbox_root)
-        preload = section.get("preload", settings.preload)
-        source = config.get("CourseDirectory", {}).get("source_directory", "source")
-        folder = settings.course_dir / source / settings.assignment
-        self.modules = assignment_imports(folder) if preload == "auto" else list(preload)
-        self.threads = max(1, default_jobs() // max(1, settings.jobs))
-        self.run_dir = make_run_dir(settings, self.sandbox_root)
-        self.zygote = start_zygote(settings, self.run_dir, self.modules, self.threads)
-
-    def close(self, settings: Settings) -> None:
-        """Stop the zygote (its kernels die with it), keep its log, remove the run folder."""
-        self.zygote.kill()
-        self.zygote.wait()
-        try:
-            log = Path(self.run_dir, "zygote.log").read_bytes()
-            if log.strip() and settings.results_dir.is_dir():
-                with open(settings.results_dir / "grade.log", "ab") as handle:
-                    handle.write(b"--- zygote ---\n" + log)
-        except OSError:
-            pass
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-
-
-def make_run_dir(settings: Settings, root: str = "") -> str:
-    """A private folder for this run's sockets, lock and kernel boxes."""
-    from course.grade.sandbox import ensure_private_dir
-
-    if not root:
-        root = "/run" if settings.sandbox and os.access("/run", os.W_OK) else tempfile.gettempdir()
-    run_dir = tempfile.mkdtemp(prefix="course-grade-", dir=root)
-    ensure_private_dir(run_dir, 0o711)
-    ensure_private_dir(os.path.join(run_dir, "boxes"), 0o711)
-    return run_dir
 
 
 # --------------------------------------------------------------------------
@@ -259,6 +155,8 @@ def run_workers(
         tasks.put(student)
     _watch_zygote(zygote, timeline, started)
     busy: dict[int, str] = {}
+    since: dict[int, float] = {}
+    deadline = settings.watchdog_seconds()
     restarts = 0
     done: dict[str, dict] = {}
     bar = _progress(len(todo), settings)
@@ -271,15 +169,19 @@ def run_workers(
                     log = settings.results_dir / "grade.log"
                     raise CourseError(f"the kernel zygote exited (status {zygote.returncode}); see {log}") from None
                 for slot, proc in list(workers.items()):
-                    if proc.exitcode is None or proc.exitcode == 0:
+                    stuck = slot in busy and time.monotonic() - since.get(slot, time.monotonic()) > deadline
+                    if stuck and proc.exitcode is None:
+                        # The watchdog: no submission may hold a worker forever.
+                        proc.kill()
+                        proc.join(timeout=10)
+                        why = f"grading it took longer than {deadline:.0f} s, so the worker was stopped"
+                    elif proc.exitcode is None or proc.exitcode == 0:
                         continue
+                    else:
+                        why = f"the grading worker crashed (exit code {proc.exitcode})"
                     student = busy.pop(slot, None)
                     if student is not None and student not in done:
-                        done[student] = {
-                            "student_id": student,
-                            "status": "error",
-                            "error": f"the grading worker crashed (exit code {proc.exitcode})",
-                        }
+                        done[student] = {"student_id": student, "status": "error", "error": why}
                         bar.update(1)
                     if restarts >= 2 * jobs:
                         raise CourseError("grading workers keep crashing; see grade.log") from None
@@ -290,6 +192,7 @@ def run_workers(
                 timeline.setdefault("workers_ready", []).append(round(summary - started, 3))
             elif kind == "start":
                 busy[slot] = student
+                since[slot] = time.monotonic()
                 bar.set_postfix_str(student, refresh=False)
             else:
                 busy.pop(slot, None)
@@ -308,7 +211,13 @@ def run_workers(
 
 
 def _summary_lines(settings: Settings, done: dict[str, dict], skipped: list[str], seconds: float) -> list[str]:
-    """What the instructor reads at the end of a run."""
+    """What the instructor reads at the end of a run.
+
+    Every status comes from the grader's own records; every string a
+    student could have chosen (ids, file names, error messages) is escaped
+    with :func:`~course.grade.text.safe_text`, so a submission cannot
+    rewrite the instructor's terminal.
+    """
     graded = [r for r in done.values() if r.get("status") == "graded"]
     failed = {s: r for s, r in done.items() if r.get("status") != "graded"}
     mode = "sandbox on" if settings.sandbox else "SANDBOX OFF"
@@ -317,24 +226,37 @@ def _summary_lines(settings: Settings, done: dict[str, dict], skipped: list[str]
         f"({settings.jobs} worker(s), {mode}); skipped {len(skipped)} already graded; {len(failed)} failed"
     ]
     for student, result in sorted(failed.items()):
-        lines.append(f"  not graded: {student}: {result.get('error', 'unknown error')}")
+        lines.append(f"  not graded: {safe_text(student)}: {safe_text(result.get('error', 'unknown error'))}")
     for student, result in sorted(done.items()):
         problems = []
+        if result.get("late_penalty"):
+            problems.append(f"late: -{result['late_penalty']:g} points")
         for nb in result.get("notebooks", []):
             if nb.get("status") in ("rejected", "missing"):
                 problems.append(f"{nb['name']} {nb['status']}: {nb['reason']}")
-            for cell in nb.get("cells", []):
-                if cell["status"] in ("timeout", "kernel-died"):
-                    problems.append(f"{cell['grade_id']}: {cell['message']}")
-                    break
+            for event in nb.get("kernel_events", []):
+                if event["status"] in ("timeout", "kernel-died", "tampered", "budget"):
+                    problems.append(f"{event['cell']}: {event['message']}")
         if result.get("tampering"):
             from course.grade.tamper import summarize
 
             problems.append("tampering: " + summarize(result["tampering"]))
         if problems:
-            lines.append(f"  {student}: " + "; ".join(problems))
+            lines.append(f"  {safe_text(student)}: " + safe_text("; ".join(problems), limit=600))
     lines.append(f"results: {settings.results_dir} (grades.csv, submissions/<student>.json, grade.log)")
     return lines
+
+
+def ungraded_students(settings: Settings, students: list[str], done: dict[str, dict]) -> dict[str, str]:
+    """Students without a graded result (this run's or an earlier one's) -> why, for the CSV."""
+    out = {}
+    for student in students:
+        result = done.get(student) or export.read_json(settings.submission_result(student))
+        if not result:
+            out[student] = "not graded yet"
+        elif result.get("status") != "graded":
+            out[student] = "not graded: " + safe_text(result.get("error", "unknown error"))
+    return out
 
 
 def _watch_zygote(zygote, timeline: dict, started: float) -> None:
@@ -375,11 +297,12 @@ def grade(settings: Settings) -> int:
     timeline: dict = {}
     settings.course_dir = find_course_dir(settings.course_dir)
     if settings.sandbox:
-        from course.grade.sandbox import unavailable_reason
+        from course.grade.isolation.sandbox import unavailable_reason
 
         reason = unavailable_reason()
         if reason:
             raise CourseError(f"{reason}; pass --no-sandbox to grade without isolation (only for trusted code)")
+    resolve_settings(settings)
     kernels = Kernels(settings)
     try:
         return _grade(settings, kernels, timeline, started, wall_start)
@@ -387,10 +310,19 @@ def grade(settings: Settings) -> int:
         kernels.close(settings)
 
 
+def resolve_settings(settings: Settings) -> Settings:
+    """Apply ``c.CourseGrade`` from the course's nbgrader_config.py, once, before anything starts."""
+    from course.grade.config import read_config_file
+
+    class Holder:
+        config = read_config_file(settings.course_dir)
+
+    return apply_config_file(settings, Holder())
+
+
 def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float, wall_start: float) -> int:
     """Checks, plan, workers, report (the zygote is already importing torch)."""
     app = load_nbgrader_app(settings.course_dir, log_level="ERROR")
-    apply_config_file(settings, app)
     if settings.db_url:
         app.coursedir.db_url = settings.db_url
     settings.db_url = app.coursedir.db_url
@@ -404,6 +336,7 @@ def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float,
     _probe_writable(Path(cd.format_path(cd.feedback_directory, ".", ".")), "feedback")
     _probe_writable(Path(cd.format_path(cd.autograded_directory, ".", ".")), "autograded")
     _probe_writable(settings.results_dir, "results")
+    private_results(settings.results_dir)
 
     skipped = [] if settings.force else [s for s in students if already_graded(app, settings, s)]
     todo = [s for s in students if s not in skipped]
@@ -412,7 +345,18 @@ def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float,
         settings.jobs = max(1, min(settings.jobs, len(todo)))
         timeline["checks_done"] = round(time.time() - wall_start, 3)
         timeline["preload_modules"] = kernels.modules
-        done = run_workers(settings, kernels.run_dir, notebooks, todo, kernels.zygote, timeline, wall_start)
+        uid_range = None
+        if settings.sandbox:
+            from course.grade.isolation import uids
+
+            # Held until the workers are gone; another run picks the next range.
+            uid_range = uids.allocate(settings.uid_base, settings.jobs)
+            settings.uid_base = uid_range.base
+        try:
+            done = run_workers(settings, kernels.run_dir, notebooks, todo, kernels.zygote, timeline, wall_start)
+        finally:
+            if uid_range is not None:
+                uid_range.release()
     timeline["finished"] = round(time.time() - wall_start, 3)
     export.write_json(
         settings.results_dir / "run.json",
@@ -422,11 +366,16 @@ def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float,
             "sandbox": settings.sandbox,
             "graded": sorted(done),
             "skipped": skipped,
+            "uid_base": settings.uid_base if settings.sandbox else None,
             "timeline": timeline,
         },
     )
-    rows = export.write_csv(settings.db_url, cd.course_id, settings.assignment, settings.results_dir / "grades.csv")
+    ungraded = ungraded_students(settings, students, done)
+    csv_path = settings.results_dir / "grades.csv"
+    rows = export.write_csv(settings.db_url, cd.course_id, settings.assignment, csv_path, ungraded)
     for line in _summary_lines(settings, done, skipped, time.perf_counter() - started):
         print(line)
     print(f"grades.csv: {rows} student(s); feedback: {cd.format_path(cd.feedback_directory, '*', settings.assignment)}")
-    return 1 if any(r.get("status") != "graded" for r in done.values()) else 0
+    if any(r.get("status") != "graded" for r in done.values()):
+        return ExitCode.NOT_ALL_GRADED
+    return ExitCode.OK

@@ -1,6 +1,6 @@
 """The Linux sandbox around one student's kernel, built from plain system calls.
 
-Each kernel is started by a small supervisor process (see :mod:`course.grade.zygote`)
+Each kernel is started by a small supervisor process (see :mod:`course.grade.isolation.zygote`)
 that, as root, creates fresh namespaces and prepares a private view of the
 file system, then forks the kernel, which drops to an unprivileged uid::
 
@@ -116,6 +116,8 @@ class BoxSpec:
     protect: list[str] = field(default_factory=list)
     expose: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: Packages the kernel cannot import (see course.grade.isolation.guard).
+    blocked_packages: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """A JSON-ready dict (the limits nested)."""
@@ -182,6 +184,24 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
         return None if value is None else os.fsencode(value)
 
     _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def umount(target: str) -> None:
+    """``umount2(target, MNT_DETACH)``: detach a mount now, free it when no longer busy."""
+    _libc().umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    _check(_libc().umount2(os.fsencode(target), 2), f"umount {target}")
+
+
+def mount_ipc(path: str, uid: int, gid: int, size_kb: int = 4096, inodes: int = 64) -> None:
+    """Give a kernel's connection folder its own small tmpfs, owned by the kernel's uid.
+
+    The kernel must create its sockets there, on the host side of the
+    sandbox, so the folder is writable by the student's code: its own
+    size- and inode-limited file system keeps that from filling the host
+    (``/run`` is memory) or anyone else's space.
+    """
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size_kb}k,nr_inodes={inodes},mode=0700")
+    os.chown(path, uid, gid)
 
 
 def prctl(option: int, value: int) -> None:
@@ -292,21 +312,35 @@ def hide(folder: str, keep: dict[str, tuple[int, bool]]) -> None:
 
 
 def _copy_tree(src: str, dst: str, uid: int, gid: int) -> None:
-    """Copy the submission's files into the box, owned by the sandbox user."""
+    """Copy the submission's files into the box, owned by the sandbox user.
+
+    Only regular files and folders are copied (nothing a link points to),
+    and no notebook: the notebook being graded holds the instructor's
+    tests, hidden ones included, and the kernel gets its cells one by one
+    from the grader instead.
+    """
     for root, dirs, files in os.walk(src):
         rel = os.path.relpath(root, src)
         target = os.path.normpath(os.path.join(dst, rel))
         os.makedirs(target, exist_ok=True)
         os.chown(target, uid, gid)
         for name in files:
-            source = os.path.join(root, name)
-            if not os.path.isfile(source) or os.path.islink(source):
+            if name.endswith(".ipynb"):
                 continue
-            out = os.path.join(target, name)
-            shutil.copyfile(source, out)
+            source = os.path.join(root, name)
+            try:
+                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # a link or something that vanished
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                out = os.path.join(target, name)
+                with open(out, "wb") as copy:
+                    shutil.copyfileobj(handle, copy)
             os.chown(out, uid, gid)
             os.chmod(out, 0o600)
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d)) and d != ".ipynb_checkpoints"]
 
 
 def build_box(spec: BoxSpec) -> None:
@@ -344,6 +378,8 @@ def build_box(spec: BoxSpec) -> None:
     # The connection folder must stay writable: the kernel creates its sockets there.
     mount(spec.box_dir, spec.box_dir, None, MS_BIND | MS_REC)
     _remount(spec.box_dir, readonly=False)
+    if os.path.ismount(spec.ipc_dir):  # its own small tmpfs (see mount_ipc), made read-only above
+        _remount(spec.ipc_dir, readonly=False)
 
     for folder in sorted(set(spec.hide), key=len):
         hide(folder, keep)
