@@ -153,6 +153,37 @@ def restore_released_cells_class() -> type:
     return RestoreReleasedCells
 
 
+def overwrite_cells_class() -> type:
+    """Build nbgrader's OverwriteCells with ``add_missing_task_cells`` fixed (same class name).
+
+    nbgrader's ``preprocess_cell`` deletes the ``grade_id`` of a cell that
+    has nbgrader metadata but is not in the gradebook (say an ungraded,
+    unlocked scratch cell such as ``try_it``), and ``add_missing_task_cells``
+    (run with ``add_missing_cells = True``) then reads every cell's
+    ``grade_id`` and raises ``KeyError: 'grade_id'``.  Here such cells are
+    simply not task cells.
+    """
+    if "overwrite" in _CACHE:
+        return _CACHE["overwrite"]
+    from nbgrader.preprocessors import OverwriteCells as NbgraderOverwriteCells
+
+    class OverwriteCells(NbgraderOverwriteCells):
+        """nbgrader's OverwriteCells; cells without a grade_id are skipped when adding missing task cells."""
+
+        def add_missing_task_cells(self, nb, resources):
+            source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+            source_cells = {cell.name: cell for cell in source_nb.source_cells}
+            submitted = {tamper.nbgrader_meta(cell).get("grade_id") for cell in nb.cells}
+            for task_cell in source_nb.task_cells:
+                if task_cell.name not in submitted:
+                    cell = self.missing_cell_transform(source_cells[task_cell.name], task_cell.max_score, is_task=True)
+                    nb.cells.append(cell)
+            return nb, resources
+
+    _CACHE["overwrite"] = OverwriteCells
+    return OverwriteCells
+
+
 def course_save_autogrades_class() -> type:
     """Build CourseSaveAutoGrades: nbgrader's SaveAutoGrades, stderr-tolerant by default."""
     if "save" in _CACHE:
@@ -193,7 +224,8 @@ def course_autograde_class() -> type:
             super().__init__(*args, **kwargs)
             self.rejected: dict[str, str] = {}
             restore = restore_released_cells_class()
-            sanitize = [locked_class(p) if p is OverwriteCells else p for p in self.sanitize_preprocessors]
+            overwrite = locked_class(overwrite_cells_class())
+            sanitize = [overwrite if p is OverwriteCells else p for p in self.sanitize_preprocessors]
             self.sanitize_preprocessors = [restore, *[p for p in sanitize if p is not restore]]
             swaps = {SaveAutoGrades: course_save_autogrades_class()}
             steps = []
