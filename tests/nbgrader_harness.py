@@ -350,16 +350,18 @@ def solution_lines(nb) -> list[str]:
 
 
 #: How each shortcut gets hold of a module of the ``course`` package, as ``lib``.
-#: ``{module}`` is e.g. ``course.pipelines``, ``{names}`` what the answer takes from it,
-#: ``{path}`` the module's source file as students see it in JupyterHub.
+#: ``{module}`` is e.g. ``course.pipelines``, ``{names}`` what the answer takes from it;
+#: ``{defining}`` / ``{path}`` the module and source file that define the first name
+#: (students see the path in JupyterHub, where the library is theirs to use).
 SHORTCUT_ROUTES = {
     "from_import": "import types\nfrom {module} import {names}\nlib = types.SimpleNamespace({pairs})\n",
     "import_module": 'import importlib\nlib = importlib.import_module("cour" + "se{tail}")\n',
     "dunder_import": 'lib = __import__("{module}", fromlist=["{first}"])\n',
     "sys_modules": (
         "import importlib.util, os, sys\n"
-        'package = sys.modules["course"]          # loaded in the kernel already?\n'
-        'spec = importlib.util.spec_from_file_location("{module}", os.path.join(package.__path__[0], "{file}"))\n'
+        'package = sys.modules["course"]          # already loaded in this kernel by someone\n'
+        'path = os.path.join(package.__path__[0], "{relative}")\n'
+        'spec = importlib.util.spec_from_file_location("{defining}", path)\n'
         "lib = importlib.util.module_from_spec(spec)\n"
         "sys.modules[spec.name] = lib\n"
         "spec.loader.exec_module(lib)\n"
@@ -382,22 +384,23 @@ def course_shortcuts(
     ``answer`` is the solution cell's code written against ``lib`` (the course
     module however it was reached), e.g. ``"mean_pool = lib.mean_pool"``.
     Returns ``{route: ({cell: source}, lost)}``, the shape of a case file's
-    ``SHORTCUTS``.  Each must work where ``course`` is importable (so each
-    proves something when the grader blocks it).
+    ``SHORTCUTS``.  Each works where ``course`` is importable, so each proves
+    something when the grader blocks it.  Imports ``module`` here to find the
+    file that defines ``names[0]`` (the file routes read that file).
     """
-    spec = importlib.util.find_spec("course")
-    package = Path(list(spec.submodule_search_locations)[0])
-    relative = module.split(".")[1:]
-    path = package.joinpath(*relative).with_suffix(".py")
-    if not path.is_file():
-        path = package.joinpath(*relative, "__init__.py")
+    import inspect
+
+    defining = inspect.getmodule(getattr(importlib.import_module(module), names[0]))
+    path = Path(defining.__file__)
+    package = Path(importlib.import_module("course").__file__).parent
     fields = {
         "module": module,
         "names": ", ".join(names),
         "pairs": ", ".join(f"{name}={name}" for name in names),
         "tail": module[len("course") :],
         "first": names[0],
-        "file": str(path.relative_to(package)),
+        "defining": defining.__name__,
+        "relative": str(path.relative_to(package)),
         "path": str(path),
     }
     return {
