@@ -13,6 +13,7 @@ purpose at --timeout 10).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import sys
@@ -115,6 +116,76 @@ for host, port in [("127.0.0.1", {port}), ("localhost", {port}), ("1.1.1.1", 53)
     )
 
 
+DISPLAYHOOK = """
+import sys
+
+def relu(x):
+    sys.displayhook("looks fine")  # nbgrader's determine_grade stopped at this result
+    return x
+"""
+
+READ_NOTEBOOKS = """
+import glob, os
+found = glob.glob("**/*.ipynb", recursive=True) + glob.glob("/**/ps_fixture*.ipynb", recursive=True)
+print("NOTEBOOKS", found)
+print("CMDLINE", open("/proc/1/cmdline", "rb").read().replace(b"\\0", b" ").decode())
+"""
+
+ECHO_TESTS = """
+get_ipython().events.register("pre_run_cell", lambda info: print("ECHO", info.raw_cell))
+print("HISTORY", "\\n".join(In))
+"""
+
+FAKE_TIMEOUT = """
+class CellTimeoutError(Exception):
+    pass
+
+def pick_device(prefer_gpu=True):
+    raise CellTimeoutError("\\x1b[2K\\x1b[1A\\rgraded 99 submission(s); 0 failed")
+"""
+
+SIGKILL = """
+import os, signal
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def log_swap_code(kind: str) -> str:
+    """Replace the kernel's own log with a link to a root-only file or a FIFO, then exit with the supervisor's code."""
+    make = "os.symlink('/etc/shadow', log)" if kind == "link" else "os.mkfifo(log)"
+    return f"""
+import os
+from ipykernel.kernelapp import IPKernelApp
+log = os.path.join(os.path.dirname(IPKernelApp.instance().connection_file), "kernel.log")
+os.unlink(log)
+{make}
+os._exit(70)
+"""
+
+
+def blocked_import_code(course_src: str, other_checkout: str) -> str:
+    """Reach the course library (and a checkout's solutions) by every route; print what worked."""
+    return (
+        f"""
+import importlib, sys
+for attempt in ["import course.pipelines", "importlib.import_module('cour' + 'se.train')", "__import__('course')"]:
+    try:
+        exec(attempt)
+        print("REACHED", attempt)
+    except ImportError as error:
+        print("blocked import", type(error).__name__)
+print("in sys.modules:", sorted(m for m in sys.modules if m == "course" or m.startswith("course.")))
+for path in [{course_src!r}, {other_checkout!r}]:
+    try:
+        exec(compile(open(path).read(), path, "exec"), {{}})
+        print("REACHED", path)
+    except Exception as error:
+        print("blocked file", type(error).__name__)
+"""
+        + cls.RELU
+    )
+
+
 class Server:
     """A TCP server on 127.0.0.1 that records every connection."""
 
@@ -205,6 +276,29 @@ def hostile(tmp_path_factory):
         edit=cls.replace_source("test_relu", "assert True  # all good"),
     )
     submit(course, "changed_ids", correct, edit=cls.change_metadata)
+    submit(course, "displayhook", {**correct, "relu": DISPLAYHOOK})
+    submit(course, "reads_notebook", {**correct, "relu": READ_NOTEBOOKS + cls.RELU})
+    submit(course, "echo_tests", {**correct, "normalize": ECHO_TESTS + cls.NORMALIZE})
+    submit(course, "fake_timeout", {**correct, "pick_device": FAKE_TIMEOUT})
+    submit(course, "sigkill", {**correct, "pick_device": SIGKILL})
+    submit(course, "log_link", {**correct, "pick_device": log_swap_code("link")})
+    submit(course, "log_fifo", {**correct, "pick_device": log_swap_code("fifo")})
+    import course as course_package
+
+    course_src = str(Path(course_package.__file__).resolve().parent / "pipelines.py")
+    other = str(cls.REPO / "grading" / "source" / "ps2_pipelines" / "ps2_pipelines.ipynb")
+    submit(course, "blocked_import", {**correct, "relu": blocked_import_code(course_src, other)})
+    honest_nb = course / "submitted" / "honest" / "ps_fixture" / "ps_fixture.ipynb"
+    for student, target in [
+        ("link_other", honest_nb),
+        ("link_source", course / "source" / "ps_fixture" / "ps_fixture.ipynb"),
+    ]:
+        folder = course / "submitted" / student / "ps_fixture"
+        folder.mkdir(parents=True)
+        (folder / "ps_fixture.ipynb").symlink_to(target)
+    fifo = cls.submit_answers(course, "fifo", correct).parent / "data.bin"
+    os.mkfifo(fifo)
+    (course / "submitted" / "link_folder").symlink_to(course / "submitted" / "honest")
     cls.submit_raw(course, "not_json", b"this is not a notebook {")
     cls.submit_raw(course, "wrong_nbformat", cls.wrong_nbformat(course))
 
@@ -212,12 +306,14 @@ def hostile(tmp_path_factory):
     source_before = source_nb.read_bytes()
     proc = cls.run_grade(course, "--jobs", "2", "--timeout", str(TIMEOUT))
     server.close()
+    again = cls.run_grade(course, "--jobs", "2", "--timeout", str(TIMEOUT))
     results = {}
     for path in (course / "results" / "ps_fixture" / "submissions").glob("*.json"):
         results[path.stem] = json.loads(path.read_text())
     return {
         "course": course,
         "proc": proc,
+        "again": again,
         "results": results,
         "server_hits": server.hits,
         "source_unchanged": source_nb.read_bytes() == source_before,
@@ -239,7 +335,7 @@ def outputs_text(course: Path, student: str, grade_id: str) -> str:
 def test_run_completes_and_grades_everyone(hostile):
     proc = hostile["proc"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(hostile["results"]) == 20
+    assert len(hostile["results"]) == 32
     assert all(r["status"] == "graded" and r["max_score"] == cls.MAX_SCORE for r in hostile["results"].values())
 
 
@@ -266,6 +362,18 @@ def test_run_completes_and_grades_everyone(hostile):
         ("changed_ids", 7),
         ("not_json", 0),
         ("wrong_nbformat", 0),
+        ("displayhook", 4),
+        ("reads_notebook", 7),
+        ("echo_tests", 7),
+        ("fake_timeout", 6),
+        ("sigkill", 3),
+        ("log_link", 3),
+        ("log_fifo", 3),
+        ("blocked_import", 7),
+        ("link_other", 0),
+        ("link_source", 0),
+        ("fifo", 0),
+        ("link_folder", 0),
     ],
 )
 def test_score(hostile, student, score):
@@ -274,7 +382,7 @@ def test_score(hostile, student, score):
 
 def test_csv_matches_results(hostile):
     lines = (hostile["course"] / "results" / "ps_fixture" / "grades.csv").read_text().splitlines()
-    assert lines[0] == "student_id,total,max," + ",".join(cls.TESTS)
+    assert lines[0] == "student_id,total,max," + ",".join(cls.TESTS) + ",raw_score,late_penalty,note"
     rows = {line.split(",")[0]: line.split(",") for line in lines[1:]}
     assert set(rows) == set(hostile["results"])
     for student, result in hostile["results"].items():
@@ -317,7 +425,9 @@ def test_fork_bomb_is_bounded(hostile):
         assert c[grade_id]["status"] in ("timeout", "kernel-died", "not-run", "failed")
     from course.grade.sandbox import processes_of
 
-    assert not [p for uid in range(2_100_000_000, 2_100_000_004) for p in processes_of(uid)], "sandbox outlived the run"
+    run = json.loads((hostile["course"] / "results" / "ps_fixture" / "run.json").read_text())
+    base = run["uid_base"]
+    assert not [p for uid in range(base, base + 4) for p in processes_of(uid)], "sandbox outlived the run"
 
 
 def test_memory_bomb_hits_the_limit_not_the_machine(hostile):
@@ -400,7 +510,7 @@ def test_changed_ids_and_metadata_are_reported(hostile):
 
 
 def test_no_tampering_reported_for_honest_work(hostile):
-    attackers = {"deleted_tests", "edited_test", "changed_ids"}
+    attackers = {"deleted_tests", "edited_test", "changed_ids", "blocked_import"}
     for student, result in hostile["results"].items():
         if student not in attackers:
             assert result["tampering"] == [], student
@@ -445,3 +555,102 @@ def test_feedback_hides_hidden_tests(hostile):
     partial = page_text(hostile["course"] / "feedback" / "partial" / "ps_fixture" / "ps_fixture.html")
     assert "relu is wrong on a grid" in partial  # the failing hidden test's message is feedback
     assert "hidden tests are not shown" in partial
+
+
+# -- issue 14: the attacks of the second review ------------------------------
+
+
+def test_displayed_result_does_not_pass_a_failing_test(hostile):
+    c = cells(hostile["results"]["displayhook"])
+    assert c["test_relu"]["status"] == c["test_relu_hidden"]["status"] == "failed"
+    assert c["test_relu"]["score"] == c["test_relu_hidden"]["score"] == 0
+
+
+def secret_lines(course: Path) -> list[str]:
+    from course.grade.feedback import hidden_lines
+
+    source = nbformat.read(course / "source" / "ps_fixture" / "ps_fixture.ipynb", as_version=4)
+    return [" ".join(line.split()) for c in source.cells for line in hidden_lines(c.source)]
+
+
+def test_hidden_tests_never_reach_the_kernel_or_the_feedback(hostile):
+    course = hostile["course"]
+    text = outputs_text(course, "reads_notebook", "relu")
+    assert "NOTEBOOKS []" in text, text  # no notebook in the working folder, none anywhere visible
+    cmdline = text.split("CMDLINE", 1)[1]
+    assert "torch" not in cmdline and "labels" not in cmdline, cmdline  # no preload list from the source
+    history = outputs_text(course, "echo_tests", "normalize")
+    assert "HISTORY" in history and "BEGIN HIDDEN TESTS" not in history
+    assert not [line for line in secret_lines(course) if line in " ".join(history.split())]
+    echoed = outputs_text(course, "echo_tests", "test_labels")
+    assert "ECHO" in echoed  # the hook ran...
+    for student in ("echo_tests", "reads_notebook"):
+        page = page_text(course / "feedback" / student / "ps_fixture" / "ps_fixture.html")
+        assert not [line for line in secret_lines(course) if line in page], student  # ...and leaked nothing
+
+
+def test_forged_exception_names_get_no_status_and_no_terminal_control(hostile):
+    c = cells(hostile["results"]["fake_timeout"])
+    assert c["test_pick_device"]["status"] == "failed"
+    out = hostile["proc"].stdout + hostile["proc"].stderr
+    assert "\x1b" not in out and "\r" not in out
+    assert "graded 99" not in "".join(line for line in out.splitlines() if not line.startswith("  "))
+
+
+def test_sigkill_is_reported_as_a_kill_and_listed_in_the_summary(hostile):
+    c = cells(hostile["results"]["sigkill"])
+    assert c["test_pick_device"]["status"] == "not-run"
+    assert "SIGKILL" in c["test_pick_device"]["message"]
+    line = next(line for line in hostile["proc"].stdout.splitlines() if line.startswith("  sigkill:"))
+    assert "pick_device: the kernel died" in line and "SIGKILL" in line
+
+
+@pytest.mark.parametrize("student", ["log_link", "log_fifo"])
+def test_a_swapped_kernel_log_is_never_followed(hostile, student):
+    result = hostile["results"][student]
+    assert result["status"] == "graded"
+    c = cells(result)
+    assert c["test_pick_device"]["status"] == "not-run" and "status 70" in c["test_pick_device"]["message"]
+    log = hostile["course"] / "results" / "ps_fixture" / "grade.log"
+    shadow_start = Path("/etc/shadow").read_text().split(":", 1)[0] + ":" if Path("/etc/shadow").exists() else "root:"
+    for text in (log.read_text(errors="replace"), hostile["proc"].stdout):
+        assert shadow_start + "$" not in text and "root:*:" not in text and "root:!" not in text
+
+
+def test_results_are_private(hostile):
+    folder = hostile["course"] / "results" / "ps_fixture"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    for name in ("grade.log", "grades.csv", "run.json", "submissions/honest.json"):
+        assert (folder / name).stat().st_mode & 0o077 == 0, name
+
+
+def test_the_course_package_is_unreachable_and_each_attempt_reported(hostile):
+    text = outputs_text(hostile["course"], "blocked_import", "relu")
+    assert "REACHED" not in text, text
+    assert text.count("blocked import") == 3 and text.count("blocked file") == 2, text
+    assert "in sys.modules: []" in text
+    found = {f["detail"] for f in hostile["results"]["blocked_import"]["tampering"] if f["kind"] == "blocked-import"}
+    assert any("course.pipelines" in d for d in found) and any("course.train" in d for d in found), found
+
+
+@pytest.mark.parametrize(
+    "student, words",
+    [
+        ("link_other", "symbolic link"),
+        ("link_source", "symbolic link"),
+        ("fifo", "FIFO"),
+        ("link_folder", "symbolic link"),
+    ],
+)
+def test_special_files_in_submitted_are_rejected_unread(hostile, student, words):
+    result = hostile["results"][student]
+    nb = result["notebooks"][0]
+    assert nb["status"] == "rejected" and words in nb["reason"], nb
+    assert result["score"] == 0
+    assert not (hostile["course"] / "autograded" / student).exists()
+
+
+def test_a_second_run_regrades_nothing(hostile):
+    again = hostile["again"]
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "graded 0 submission(s)" in again.stdout and "skipped 32 already graded" in again.stdout

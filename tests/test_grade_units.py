@@ -107,29 +107,63 @@ def test_describe_exit(code, words):
     assert words in scoring.describe_exit(code, cpu=60, file_mb=8)
 
 
-def test_cell_status_prefers_the_graders_reason():
-    cell = {
+def test_cell_status_comes_from_the_grader_not_from_exception_names():
+    """Issue 14 item 8: a student's exception class named CellTimeoutError is a failure, not a timeout."""
+    forged = {
         "outputs": [
-            {"output_type": "error", "ename": "KeyboardInterrupt", "evalue": ""},
-            scoring.error_output(scoring.TIMEOUT, "ran longer than 5 s"),
+            {"output_type": "error", "ename": scoring.TIMEOUT, "evalue": "\x1b[2K\x1b[1A0 failed"},
         ]
     }
-    assert scoring.cell_status(cell, 0, 1) == ("timeout", "CellTimeoutError: ran longer than 5 s")
+    assert scoring.cell_status(forged, 0, 1)[0] == "failed"
+    event = {"status": "timeout", "message": "CellTimeoutError: ran longer than 5 s"}
+    assert scoring.cell_status(forged, 0, 1, event) == ("timeout", "CellTimeoutError: ran longer than 5 s")
     assert scoring.cell_status({"outputs": []}, 1, 1) == ("passed", "")
     assert scoring.cell_status({"outputs": []}, 0.5, 1)[0] == "partial"
     assert scoring.cell_status({"outputs": []}, None, 1)[0] == "manual"
+    # nbgrader stores 0.0 for a written answer waiting for a human: the gradebook's flag decides.
+    assert scoring.cell_status({"outputs": []}, 0.0, 2, manual=True)[0] == "manual"
+
+
+def test_safe_text_escapes_terminal_control():
+    from course.grade.text import safe_text
+
+    evil = "ok\x1b[2K\x1b[1A\rgraded 30 submission(s); 0 failed\u202e\x07"
+    shown = safe_text(evil)
+    assert shown.isprintable() and "\x1b" not in shown and "\r" not in shown
+    assert "\\x1b[2K" in shown and "\\u202e" in shown
+    assert len(safe_text("x" * 1000, limit=50)) == 50
 
 
 def test_stderr_alone_does_not_zero_but_errors_do():
     nb = released()
     cell = nb.cells[find(nb, "test_normalize")]
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something\n")]
-    assert scoring.grade_ignoring_stderr(cell) == (2.0, 2.0)
+    assert scoring.autograde_score(cell) == (2.0, 2.0)
+    assert scoring.autograde_score(cell, stderr_fails=True) == (0, 2.0)
     from nbgrader.utils import determine_grade
 
     assert determine_grade(cell) == (0, 2.0)  # plain nbgrader
     cell.outputs.append(nbformat.v4.new_output("error", ename="AssertionError", evalue="", traceback=[]))
-    assert scoring.grade_ignoring_stderr(cell) == (0, 2.0)
+    assert scoring.autograde_score(cell) == (0, 2.0)
+
+
+def test_displayed_results_never_grant_points_to_a_failing_test():
+    """Issue 14 item 3: ``sys.displayhook('ok')`` inside an answer, then the test fails."""
+    nb = released()
+    cell = nb.cells[find(nb, "test_normalize")]
+    shown = nbformat.v4.new_output("execute_result", data={"text/plain": "'ok'"}, execution_count=3)
+    error = nbformat.v4.new_output("error", ename="AssertionError", evalue="wrong", traceback=[])
+    cell.outputs = [shown, error]
+    from nbgrader.utils import determine_grade
+
+    assert determine_grade(cell) == (2.0, 2.0)  # plain nbgrader: full points for a failing test
+    assert scoring.autograde_score(cell) == (0.0, 2.0)
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "1000"}, execution_count=3)]
+    assert scoring.autograde_score(cell) == (2.0, 2.0)  # a big number grants no more than a pass
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "0.5"}, execution_count=3)]
+    assert scoring.autograde_score(cell) == (0.5, 2.0)  # nbgrader's partial credit still works
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "-5"}, execution_count=3)]
+    assert scoring.autograde_score(cell) == (0.0, 2.0)
 
 
 # -- feedback ----------------------------------------------------------------

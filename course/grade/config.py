@@ -68,6 +68,30 @@ class Settings:
         ]
     )
 
+    #: Wall-clock seconds all cells of one submission may run together
+    #: (0: ten times the per-cell timeout).
+    submission_seconds: float = 0
+    #: Code cells a submitted notebook may have; more is rejected.
+    max_cells: int = 500
+    #: Packages graded kernels cannot import by any route (the course's own
+    #: implementations of what the assignments ask for).
+    blocked_packages: list[str] = field(default_factory=lambda: ["course"])
+
+    def cell_timeout(self, configured: float | None = None) -> float:
+        """Seconds one cell may run: --timeout, else nbgrader's Execute.timeout, else 30."""
+        return float(self.timeout or configured or 30)
+
+    def submission_budget(self, configured: float | None = None) -> float:
+        """Seconds all of one submission's cells may run together (default: 10 x the per-cell timeout)."""
+        return float(self.submission_seconds or 10 * self.cell_timeout(configured))
+
+    def watchdog_seconds(self) -> float:
+        """After this long on one submission a worker is stopped: the budget, kernel starts, nbgrader's steps."""
+        return self.submission_budget(self.execute_timeout) + 300
+
+    #: nbgrader's Execute.timeout from the configuration (filled by apply_config_file).
+    execute_timeout: float | None = None
+
     @property
     def results_dir(self) -> Path:
         """``<course>/results/<assignment>/``: grades.csv, run.json, grade.log, submissions/."""
@@ -91,6 +115,9 @@ CONFIG_KEYS = {
     "stderr_fails",
     "sandbox_root",
     "pass_env",
+    "submission_seconds",
+    "max_cells",
+    "blocked_packages",
     *(f.name for f in fields(Limits)),
 }
 
@@ -163,6 +190,8 @@ def apply_config_file(settings: Settings, app) -> Settings:
         raise CourseError(
             f"unknown CourseGrade setting(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}"
         )
+    timeout = app.config.get("Execute", {}).get("timeout")
+    settings.execute_timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
     limit_names = {f.name for f in fields(Limits)}
     for key, value in section.items():
         if key in limit_names:

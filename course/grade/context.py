@@ -8,12 +8,12 @@ process and the Execute preprocessor reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from course.grade.sandbox import HIDDEN_SYSTEM_DIRS, BoxSpec, Limits
 
@@ -37,6 +37,9 @@ class KernelContext:
     protect: list[str] = field(default_factory=list)
     expose: list[str] = field(default_factory=list)
     pass_env: list[str] = field(default_factory=list)
+    blocked_packages: list[str] = field(default_factory=list)
+    budget_seconds: float = 0.0
+    max_cells: int = 0
 
     def kernel_env(self, box_dir: str) -> dict[str, str]:
         """The environment of a kernel: a short allow-list, never the grader's secrets."""
@@ -70,13 +73,18 @@ class KernelContext:
         if self.isolate:
             os.chown(os.path.join(box_dir, "ipc"), self.uid, self.uid)
             os.chmod(os.path.join(box_dir, "ipc"), 0o700)
+        limits = dataclasses.replace(self.limits)
+        if self.budget_seconds:
+            # CPU time of the whole submission: at most its wall-clock budget (per core used).
+            limits.cpu_seconds = max(1, min(limits.cpu_seconds, int(self.budget_seconds * max(1, self.threads))))
         return BoxSpec(
             isolate=self.isolate,
             uid=self.uid,
             gid=self.uid,
             box_dir=box_dir,
             files_from=os.path.abspath(files_from),
-            limits=self.limits,
+            limits=limits,
+            blocked_packages=list(self.blocked_packages),
             hide=list(self.hide),
             protect=list(self.protect),
             expose=list(self.expose),
@@ -105,12 +113,40 @@ def current() -> KernelContext:
     return _CURRENT
 
 
-def exposed_paths(extra: list[str]) -> list[str]:
-    """Paths kernels must keep seeing even inside hidden folders: Python, the course library, caches."""
-    import course
+def package_dirs(names: list[str]) -> list[str]:
+    """The folders the installed packages ``names`` are loaded from (real paths; none if not installed)."""
+    import importlib.util
 
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(course.__file__).resolve().parent)}
-    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    found = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        locations = list(spec.submodule_search_locations or [])
+        if not locations and spec.origin and os.path.isfile(spec.origin):
+            locations = [spec.origin]
+        found += [os.path.realpath(p) for p in locations if os.path.exists(p)]
+    return sorted(set(found))
+
+
+def exposed_paths(extra: list[str], blocked: list[str]) -> list[str]:
+    """What kernels see inside hidden folders: the Python runtime and environment, caches, ``extra``.
+
+    Only the interpreter's prefixes and its site-packages, never an
+    arbitrary ``sys.path`` entry (the current folder may be a checkout of
+    the course, solutions included).  The course library itself is visible
+    only when it is not in ``blocked`` (see ``c.CourseGrade.blocked_packages``).
+    """
+    import site
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+    prefixes = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
+    paths.update(p for p in sys.path if p and any(os.path.realpath(p).startswith(x + os.sep) for x in prefixes))
+    if "course" not in blocked:
+        paths.update(package_dirs(["course"]))
     for name in ("HF_HOME", "TORCH_HOME", "HF_DATASETS_CACHE"):
         if os.environ.get(name):
             paths.add(os.environ[name])
@@ -118,6 +154,19 @@ def exposed_paths(extra: list[str]) -> list[str]:
     return sorted(os.path.realpath(p) for p in paths if os.path.exists(p))
 
 
+#: Top-level folders of ``/`` that kernels see (read-only): the operating
+#: system and the runtime.  Every other one (``/home``, ``/root``, ``/opt``,
+#: ``/srv``, ``/work``, ``/var`` ...) is covered, and only the exposed paths
+#: inside it come back: an allow-list, so another checkout of the course
+#: anywhere on the machine stays out of sight.
+VISIBLE_TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "sys", "tmp")
+
+
 def hidden_paths(extra: list[str]) -> list[str]:
-    """System folders kernels never see (students' and instructors' homes, /run, /srv ...)."""
-    return sorted({*HIDDEN_SYSTEM_DIRS, *extra})
+    """Folders kernels never see: every top-level folder not on the allow-list, the system's private ones, ``extra``."""
+    tops = []
+    for name in os.listdir("/"):
+        path = os.path.join("/", name)
+        if name not in VISIBLE_TOP_LEVEL and os.path.isdir(path) and not os.path.islink(path):
+            tops.append(path)
+    return sorted({*tops, *HIDDEN_SYSTEM_DIRS, *extra})

@@ -29,6 +29,8 @@ import time
 
 from course.grade import scoring
 from course.grade.context import current
+from course.grade.safeio import read_regular
+from course.grade.text import safe_text
 
 _CLASS = None
 
@@ -87,10 +89,13 @@ def sandbox_execute_class():
                     self._run_cells(spec)
                 finally:
                     self._stop()
+                self._report_blocked_imports(spec, resources)
                 self.set_widgets_metadata()
             finally:
                 context.remove_box(spec)
-            record(resources).setdefault("timing", {}).update(self.kernel_timing)
+            info = record(resources)
+            info.setdefault("timing", {}).update(self.kernel_timing)
+            info["events"] = self._events
             return self.nb, self.resources
 
         def _reset(self, nb, resources, km, context) -> None:
@@ -110,6 +115,8 @@ def sandbox_execute_class():
             }
             self._output_bytes: dict[int, int] = {}
             self.kernel_timing: dict[str, float] = {}
+            self._events: dict[str, dict] = {}
+            self._timed_out = False
 
         # -- kernel lifetime -------------------------------------------------
 
@@ -153,17 +160,20 @@ def sandbox_execute_class():
 
         @staticmethod
         def _kernel_log(spec) -> str:
-            """The last lines the kernel process wrote outside the notebook."""
-            path = os.path.join(spec.ipc_dir, "kernel.log")
-            try:
-                with open(path, errors="replace") as handle:
-                    lines = [line.rstrip() for line in handle if line.strip()][-5:]
-            except OSError:
+            """The last lines the kernel process wrote outside the notebook (bounded, never via a link)."""
+            data = read_regular(os.path.join(spec.ipc_dir, "kernel.log"), limit=4096, tail=True)
+            if data is None:
                 return "(none)"
-            return " | ".join(lines) or "(empty)"
+            lines = [line.rstrip() for line in data.decode(errors="replace").splitlines() if line.strip()][-5:]
+            return safe_text(" | ".join(lines), limit=1000) or "(empty)"
 
         def _exit_reason(self, spec) -> str:
-            """Why the kernel is gone, from its supervisor's return code."""
+            """Why a kernel that was running is gone, from how its supervisor ended.
+
+            The kernel had started, so whatever status it exited with is the
+            student's doing: even the supervisor's own failure code cannot be
+            taken for a sandbox failure here (a kernel may ``os._exit(70)``).
+            """
             process = getattr(getattr(self.km, "provisioner", None), "process", None)
             code = None
             if process is not None:
@@ -171,29 +181,70 @@ def sandbox_execute_class():
                     code = process.wait(timeout=3)
                 except TimeoutError:
                     code = None
-            if code == scoring.SUPERVISOR_FAILED:
-                raise KernelStartError(f"the sandbox failed: {self._kernel_log(spec)}")
             limits = spec.limits
             return scoring.describe_exit(code, cpu=limits.cpu_seconds, file_mb=limits.file_mb)
+
+        def _report_blocked_imports(self, spec, resources) -> None:
+            """Name each refused import of a blocked package (course.grade.guard) in the tamper report."""
+            from course.grade.guard import attempts
+
+            data = read_regular(os.path.join(spec.ipc_dir, "kernel.log"), limit=256 * 1024) or b""
+            findings = record(resources).setdefault("tampering", [])
+            notebook = resources.get("nbgrader", {}).get("notebook", "")
+            for name in attempts(data.decode("utf-8", "replace")):
+                findings.append(
+                    {
+                        "notebook": notebook,
+                        "grade_id": "",
+                        "kind": "blocked-import",
+                        "detail": f"tried to import {safe_text(name, 120)}, which graded notebooks cannot use",
+                    }
+                )
+
+        @staticmethod
+        def _cell_key(cell, index: int) -> str:
+            """A cell's grade_id, else its position."""
+            from course.grade.tamper import nbgrader_meta
+
+            return nbgrader_meta(cell).get("grade_id") or f"cell {index}"
+
+        def _event(self, cell, index: int, status: str, message: str) -> None:
+            """Record what the grader saw happen to a cell (its JSON status comes from here)."""
+            from course.grade.tamper import nbgrader_meta
+
+            grade_id = self._cell_key(cell, index)
+            kind = (
+                "test" if scoring.is_test_cell(cell) else "solution" if nbgrader_meta(cell).get("solution") else "code"
+            )
+            self._events[grade_id] = {"cell": grade_id, "kind": kind, "status": status, "message": message}
 
         # -- cells -----------------------------------------------------------
 
         def _run_cells(self, spec) -> None:
             """Execute cell by cell; after a death, fail the rest with the reason."""
             started = time.perf_counter()
+            budget = current().budget_seconds
             stopped = None
             for index, cell in enumerate(self.nb.cells):
                 if cell.cell_type != "code":
                     continue
+                if stopped is None and budget and time.perf_counter() - started > budget:
+                    stopped = f"the submission used up its time budget of {budget:g} s (all cells together)"
+                    self._event(cell, index, "budget", stopped)
                 if stopped is not None:
                     cell.outputs = []
-                    _fail(cell, scoring.NOT_RUN, f"not run: {stopped}")
+                    message = f"not run: {stopped}"
+                    _fail(cell, scoring.NOT_RUN, message)
+                    if self._events.get(self._cell_key(cell, index), {}).get("status") != "budget":
+                        self._event(cell, index, "not-run", message)
                     continue
                 try:
                     self.preprocess_cell(cell, self.resources, index)
                 except DeadKernelError:
                     reason = self._exit_reason(spec)
-                    _fail(cell, scoring.KERNEL_DIED, f"the kernel died while running this cell: {reason}")
+                    message = f"the kernel died while running this cell: {reason}"
+                    _fail(cell, scoring.KERNEL_DIED, message)
+                    self._event(cell, index, "kernel-died", message)
                     stopped = f"the kernel died in an earlier cell ({reason})"
                 except CellTimeoutError:  # the interrupt did not land: a loop inside C code
                     self.km.provisioner.process.kill()
@@ -202,8 +253,30 @@ def sandbox_execute_class():
                         "when interrupted, so the kernel was stopped"
                     )
                     _fail(cell, scoring.TIMEOUT, message)
+                    self._event(cell, index, "timeout", message)
                     stopped = "the kernel was stopped after an earlier cell timed out"
+                else:
+                    if self._timed_out:
+                        message = self.error_on_timeout["evalue"]
+                        self._event(cell, index, "timeout", f"{scoring.TIMEOUT}: {message}")
             self.kernel_timing["execute"] = time.perf_counter() - started
+
+        def preprocess_cell(self, cell, resources, index):
+            """Run one cell; test cells run with ``store_history=False``.
+
+            So the instructor's tests (hidden ones included) never enter the
+            kernel's ``In``, ``_ih`` or history, where a later cell of the
+            student's could read them.
+            """
+            self._check_assign_resources(resources)
+            self._timed_out = False
+            cell = self.execute_cell(cell, index, store_history=not scoring.is_test_cell(cell))
+            return cell, self.resources
+
+        async def _async_handle_timeout(self, timeout, cell=None):
+            """nbclient's timeout handling (interrupt, then error_on_timeout), noted for the cell's status."""
+            self._timed_out = True
+            return await super()._async_handle_timeout(timeout, cell)
 
         def output(self, outs, msg, display_id, cell_index):
             """Keep at most ``max_output_bytes`` per cell; always keep errors."""

@@ -16,6 +16,7 @@ gets a short HTML page saying why, in the same place.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from pathlib import Path
@@ -65,6 +66,39 @@ def scrub_traceback(traceback: list[str], execution_count: int | None, secret_li
     return kept
 
 
+def scrub_text(text: str, secret_lines: list[str]) -> str:
+    """``text`` with every line that quotes a hidden line replaced by :data:`HIDDEN_NOTE`."""
+    if not secret_lines or not any(line in strip_ansi(text) for line in secret_lines):
+        return text
+    out = []
+    for line in text.splitlines(keepends=True):
+        if any(secret in strip_ansi(line) for secret in secret_lines):
+            line = HIDDEN_NOTE + ("\n" if line.endswith("\n") else "")
+        out.append(line)
+    return "".join(out)
+
+
+def scrub_output(output: dict, execution_count: int | None, secret_lines: list[str]) -> None:
+    """Remove hidden-test lines from one output in place (text, rich data, errors)."""
+    kind = output.get("output_type")
+    if kind == "error":
+        output["traceback"] = scrub_traceback(output.get("traceback", []), execution_count, secret_lines)
+        output["traceback"] = [scrub_text(str(entry), secret_lines) for entry in output["traceback"]]
+        if any(line in str(output.get("evalue", "")) for line in secret_lines):
+            output["evalue"] = ""
+    elif kind == "stream":
+        output["text"] = scrub_text(str(output.get("text", "")), secret_lines)
+    elif kind in ("execute_result", "display_data"):
+        data = output.get("data", {})
+        for mime, value in list(data.items()):
+            if isinstance(value, str):
+                data[mime] = scrub_text(value, secret_lines)
+            elif isinstance(value, list):
+                data[mime] = [scrub_text(str(v), secret_lines) for v in value]
+            elif any(line in json.dumps(value) for line in secret_lines):
+                del data[mime]
+
+
 def hide_hidden_tests_class():
     """nbgrader's ClearHiddenTests, extended to scrub tracebacks (built lazily)."""
     if "hide" in _CACHE:
@@ -72,16 +106,27 @@ def hide_hidden_tests_class():
     from nbgrader.preprocessors import ClearHiddenTests
 
     class HideHiddenTests(ClearHiddenTests):
-        """Remove hidden tests from the source *and* from error tracebacks."""
+        """Remove hidden tests from the source, and their lines from every output of every cell.
+
+        Student code can echo a hidden test into any output (a
+        ``pre_run_cell`` hook that prints each cell, a traceback, a
+        ``print`` of a frame's source): every line of every output that
+        quotes a hidden line is replaced by a note, whatever cell it is in.
+        """
+
+        def preprocess(self, nb, resources):
+            self._secret = []
+            for cell in nb.cells:
+                if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
+                    self._secret += hidden_lines(cell.source, self.begin_test_delimeter, self.end_test_delimeter)
+            return super().preprocess(nb, resources)
 
         def preprocess_cell(self, cell, resources, cell_index):
-            if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
-                secret = hidden_lines(cell.source, self.begin_test_delimeter, self.end_test_delimeter)
+            secret = getattr(self, "_secret", [])
+            if cell.cell_type == "code":
+                own = self.begin_test_delimeter in cell.source
                 for output in cell.get("outputs", []):
-                    if output.output_type == "error":
-                        output.traceback = scrub_traceback(output.traceback, cell.get("execution_count"), secret)
-                        if any(line in output.get("evalue", "") for line in secret):
-                            output.evalue = ""
+                    scrub_output(output, cell.get("execution_count") if own else None, secret)
             return super().preprocess_cell(cell, resources, cell_index)
 
     _CACHE["hide"] = HideHiddenTests

@@ -208,3 +208,14 @@ def read_scores(db_url: str, course_id: str, assignment: str, student: str) -> d
                 for g in grades
             }
     return out
+
+
+def late_penalty(db_url: str, course_id: str, assignment: str, student: str) -> float:
+    """The late-submission penalty nbgrader assigned to a submission (0.0 when on time)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with locked(), Gradebook(db_url, course_id) as gb:
+        try:
+            return float(gb.find_submission(assignment, student).late_submission_penalty or 0.0)
+        except MissingEntry:
+            return 0.0

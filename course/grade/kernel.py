@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 
+from course.grade import guard
 from course.grade.sandbox import BoxSpec
 
 
@@ -175,7 +176,8 @@ def _provisioner_class():
                 os.chown(km.connection_file, spec.uid, spec.gid)
             args = ipykernel_args(cmd)
             if args is not None:
-                args.append("--IPKernelApp.outstream_class=course.grade.kernel_io.CappedOutStream")
+                module = guard.KERNEL_IO_ALIAS if spec.blocked_packages else "course.grade.kernel_io"
+                args.append(f"--IPKernelApp.outstream_class={module}.CappedOutStream")
             kernel = {"ipykernel_args": args, "argv": cmd, "log": km.kernel_log}
             pid = km.zygote.spawn(spec, kernel)
             self.process = ZygoteProcess(km.zygote, pid)

@@ -33,13 +33,15 @@ from __future__ import annotations
 import copy
 import json
 import os
-from pathlib import Path
 
-from course.grade import gradebook, tamper
+from course.grade import gradebook, scoring, tamper
 
 #: What the sanitize/execute steps learned about each notebook of this
 #: worker, keyed by (student, notebook): tampering findings, timings.
 RECORDS: dict[tuple[str, str], dict] = {}
+
+#: Submitted notebooks this worker found unreadable (absolute paths): nbgrader skips them.
+SKIP: set[str] = set()
 
 _CACHE: dict[str, type] = {}
 _LOCKED: dict[type, type] = {}
@@ -54,15 +56,24 @@ def record(resources: dict) -> dict:
     return RECORDS.setdefault((info.get("student", ""), info.get("notebook", "")), {})
 
 
-def notebook_problem(path: str | os.PathLike) -> str | None:
-    """Why a submitted file cannot be graded as a notebook, or None if it can."""
+def notebook_problem(path: str | os.PathLike, max_cells: int = 500) -> str | None:
+    """Why a submitted file cannot be graded as a notebook, or None if it can.
+
+    The file is opened without following a link and without blocking, and
+    read only when it is a regular file within the size limit.
+    """
     import nbformat
 
-    path = Path(path)
-    size = path.stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
-        return f"the file is {size // 2**20} MB, more than the {MAX_NOTEBOOK_BYTES // 2**20} MB a notebook may have"
-    raw = path.read_bytes()
+    from course.grade.safeio import open_regular
+
+    fd = open_regular(path)
+    if fd is None:
+        return "the file is not a regular file (a link, FIFO or device), so it was not read"
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            return f"the file is {size // 2**20} MB, more than the {MAX_NOTEBOOK_BYTES // 2**20} MB a notebook may have"
+        raw = handle.read(MAX_NOTEBOOK_BYTES + 1)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -72,6 +83,9 @@ def notebook_problem(path: str | os.PathLike) -> str | None:
     major, minor = data.get("nbformat"), data.get("nbformat_minor")
     if major not in (3, 4):
         return f"the notebook format version is {major}.{minor}; Jupyter notebooks are version 4"
+    code_cells = sum(1 for c in data.get("cells", []) if isinstance(c, dict) and c.get("cell_type") == "code")
+    if max_cells and code_cells > max_cells:
+        return f"the notebook has {code_cells} code cells, more than the {max_cells} a submission may have"
     try:
         nbformat.reads(raw.decode(), as_version=4)
     except Exception as error:
@@ -197,12 +211,13 @@ def course_save_autogrades_class() -> type:
         stderr_fails = Bool(False, help="score 0 for any stderr output, as plain nbgrader does").tag(config=True)
 
         def _add_score(self, cell, resources):
-            if not self.stderr_fails and cell.cell_type == "code":
-                cell = copy.deepcopy(cell)
-                cell.outputs = [
-                    o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
-                ]
-            super()._add_score(cell, resources)
+            # nbgrader's _add_score, with the score from scoring.autograde_score
+            grade = self.gradebook.find_grade(
+                cell.metadata["nbgrader"]["grade_id"], self.notebook_id, self.assignment_id, self.student_id
+            )
+            grade.auto_score, _ = scoring.autograde_score(cell, self.stderr_fails, self.log)
+            grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
+            self.gradebook.db.commit()
 
     _CACHE["save"] = CourseSaveAutoGrades
     return CourseSaveAutoGrades
@@ -222,7 +237,6 @@ def course_autograde_class() -> type:
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.rejected: dict[str, str] = {}
             restore = restore_released_cells_class()
             overwrite = locked_class(overwrite_cells_class())
             sanitize = [overwrite if p is OverwriteCells else p for p in self.sanitize_preprocessors]
@@ -241,14 +255,7 @@ def course_autograde_class() -> type:
         def init_notebooks(self):
             super().init_notebooks()
             for folder, notebooks in self.assignments.items():
-                keep = []
-                for path in notebooks:
-                    problem = notebook_problem(path)
-                    if problem:
-                        self.rejected[path] = problem
-                    else:
-                        keep.append(path)
-                self.assignments[folder] = keep
+                self.assignments[folder] = [path for path in notebooks if os.path.abspath(path) not in SKIP]
 
         def init_assignment(self, assignment_id, student_id):
             with gradebook.locked():

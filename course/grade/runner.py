@@ -34,7 +34,10 @@ from pathlib import Path
 
 from course.errors import CourseError
 from course.grade import export
+from course.grade.codes import ExitCode
 from course.grade.config import Settings, apply_config_file, find_course_dir, load_nbgrader_app
+from course.grade.safeio import private_append, read_regular
+from course.grade.text import safe_text
 
 
 def nbgrader_overrides(settings: Settings):
@@ -64,6 +67,15 @@ def _probe_writable(folder: Path, what: str) -> None:
         raise CourseError(f"the {what} folder {folder} is not writable ({error.strerror or error})") from None
 
 
+def private_results(folder: Path) -> None:
+    """results/<assignment>/ and what is in it: the instructor's only (0700 folders, 0600 files)."""
+    os.chmod(folder, 0o700)
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+
 def check_assignment(app, assignment: str) -> None:
     """The assignment must exist in source/ and have been released."""
     cd = app.coursedir
@@ -86,7 +98,9 @@ def find_submissions(app, assignment: str) -> list[str]:
     pattern = cd.format_path(cd.submitted_directory, "*", assignment)
     found = []
     for path in sorted(glob.glob(pattern)):
-        if os.path.isdir(path):
+        # lexists, not isdir: a link or a file in place of a folder is found,
+        # so that it is rejected with its reason rather than silently skipped.
+        if os.path.lexists(path):
             found.append(Path(path).parent.name)
     if not found:
         raise CourseError(
@@ -104,8 +118,9 @@ def already_graded(app, settings: Settings, student: str) -> bool:
     if not result or result.get("status") != "graded":
         return False
     cd = app.coursedir
-    if not Path(cd.format_path(cd.autograded_directory, student, settings.assignment)).is_dir():
-        return False
+    autograded = Path(cd.format_path(cd.autograded_directory, student, settings.assignment))
+    if result.get("autograded", True) and not autograded.is_dir():
+        return False  # a rejected or empty submission has no autograded copy, and needs none
     return result.get("fingerprint") == fingerprint(submission_dir(app, student, settings.assignment))
 
 
@@ -158,8 +173,13 @@ def start_zygote(settings: Settings, run_dir: str, modules: list[str], threads: 
     if not settings.sandbox:
         env = {**os.environ, **env, "HOME": os.environ.get("HOME", home)}
     log = open(os.path.join(run_dir, "zygote.log"), "ab")
-    cmd = [sys.executable, "-m", "course.grade.zygote", os.path.join(run_dir, "zygote.sock"), *modules]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=run_dir)
+    # The modules travel on stdin, not argv: every kernel is a fork of the
+    # zygote, and its /proc/1/cmdline would show them.
+    cmd = [sys.executable, "-m", "course.grade.zygote", os.path.join(run_dir, "zygote.sock")]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, cwd=run_dir)
+    proc.stdin.write(json.dumps(modules).encode() + b"\n")
+    proc.stdin.close()
+    return proc
 
 
 class Kernels:
@@ -181,7 +201,11 @@ class Kernels:
         preload = section.get("preload", settings.preload)
         source = config.get("CourseDirectory", {}).get("source_directory", "source")
         folder = settings.course_dir / source / settings.assignment
-        self.modules = assignment_imports(folder) if preload == "auto" else list(preload)
+        modules = assignment_imports(folder) if preload == "auto" else list(preload)
+        # A blocked package is never preloaded: a kernel forked from the
+        # zygote would otherwise hold its code in memory.
+        blocked = set(section.get("blocked_packages", settings.blocked_packages))
+        self.modules = [m for m in modules if m.partition(".")[0] not in blocked]
         self.threads = max(1, default_jobs() // max(1, settings.jobs))
         self.run_dir = make_run_dir(settings, self.sandbox_root)
         self.zygote = start_zygote(settings, self.run_dir, self.modules, self.threads)
@@ -191,9 +215,10 @@ class Kernels:
         self.zygote.kill()
         self.zygote.wait()
         try:
-            log = Path(self.run_dir, "zygote.log").read_bytes()
+            log = read_regular(Path(self.run_dir, "zygote.log"), limit=1 << 20, tail=True) or b""
             if log.strip() and settings.results_dir.is_dir():
-                with open(settings.results_dir / "grade.log", "ab") as handle:
+                fd = private_append(settings.results_dir / "grade.log")
+                with os.fdopen(fd, "ab") as handle:
                     handle.write(b"--- zygote ---\n" + log)
         except OSError:
             pass
@@ -259,6 +284,8 @@ def run_workers(
         tasks.put(student)
     _watch_zygote(zygote, timeline, started)
     busy: dict[int, str] = {}
+    since: dict[int, float] = {}
+    deadline = settings.watchdog_seconds()
     restarts = 0
     done: dict[str, dict] = {}
     bar = _progress(len(todo), settings)
@@ -271,15 +298,19 @@ def run_workers(
                     log = settings.results_dir / "grade.log"
                     raise CourseError(f"the kernel zygote exited (status {zygote.returncode}); see {log}") from None
                 for slot, proc in list(workers.items()):
-                    if proc.exitcode is None or proc.exitcode == 0:
+                    stuck = slot in busy and time.monotonic() - since.get(slot, time.monotonic()) > deadline
+                    if stuck and proc.exitcode is None:
+                        # The watchdog: no submission may hold a worker forever.
+                        proc.kill()
+                        proc.join(timeout=10)
+                        why = f"grading it took longer than {deadline:.0f} s, so the worker was stopped"
+                    elif proc.exitcode is None or proc.exitcode == 0:
                         continue
+                    else:
+                        why = f"the grading worker crashed (exit code {proc.exitcode})"
                     student = busy.pop(slot, None)
                     if student is not None and student not in done:
-                        done[student] = {
-                            "student_id": student,
-                            "status": "error",
-                            "error": f"the grading worker crashed (exit code {proc.exitcode})",
-                        }
+                        done[student] = {"student_id": student, "status": "error", "error": why}
                         bar.update(1)
                     if restarts >= 2 * jobs:
                         raise CourseError("grading workers keep crashing; see grade.log") from None
@@ -290,6 +321,7 @@ def run_workers(
                 timeline.setdefault("workers_ready", []).append(round(summary - started, 3))
             elif kind == "start":
                 busy[slot] = student
+                since[slot] = time.monotonic()
                 bar.set_postfix_str(student, refresh=False)
             else:
                 busy.pop(slot, None)
@@ -308,7 +340,13 @@ def run_workers(
 
 
 def _summary_lines(settings: Settings, done: dict[str, dict], skipped: list[str], seconds: float) -> list[str]:
-    """What the instructor reads at the end of a run."""
+    """What the instructor reads at the end of a run.
+
+    Every status comes from the grader's own records; every string a
+    student could have chosen (ids, file names, error messages) is escaped
+    with :func:`~course.grade.text.safe_text`, so a submission cannot
+    rewrite the instructor's terminal.
+    """
     graded = [r for r in done.values() if r.get("status") == "graded"]
     failed = {s: r for s, r in done.items() if r.get("status") != "graded"}
     mode = "sandbox on" if settings.sandbox else "SANDBOX OFF"
@@ -317,24 +355,37 @@ def _summary_lines(settings: Settings, done: dict[str, dict], skipped: list[str]
         f"({settings.jobs} worker(s), {mode}); skipped {len(skipped)} already graded; {len(failed)} failed"
     ]
     for student, result in sorted(failed.items()):
-        lines.append(f"  not graded: {student}: {result.get('error', 'unknown error')}")
+        lines.append(f"  not graded: {safe_text(student)}: {safe_text(result.get('error', 'unknown error'))}")
     for student, result in sorted(done.items()):
         problems = []
+        if result.get("late_penalty"):
+            problems.append(f"late: -{result['late_penalty']:g} points")
         for nb in result.get("notebooks", []):
             if nb.get("status") in ("rejected", "missing"):
                 problems.append(f"{nb['name']} {nb['status']}: {nb['reason']}")
-            for cell in nb.get("cells", []):
-                if cell["status"] in ("timeout", "kernel-died"):
-                    problems.append(f"{cell['grade_id']}: {cell['message']}")
-                    break
+            for event in nb.get("kernel_events", []):
+                if event["status"] in ("timeout", "kernel-died", "tampered", "budget"):
+                    problems.append(f"{event['cell']}: {event['message']}")
         if result.get("tampering"):
             from course.grade.tamper import summarize
 
             problems.append("tampering: " + summarize(result["tampering"]))
         if problems:
-            lines.append(f"  {student}: " + "; ".join(problems))
+            lines.append(f"  {safe_text(student)}: " + safe_text("; ".join(problems), limit=600))
     lines.append(f"results: {settings.results_dir} (grades.csv, submissions/<student>.json, grade.log)")
     return lines
+
+
+def ungraded_students(settings: Settings, students: list[str], done: dict[str, dict]) -> dict[str, str]:
+    """Students without a graded result (this run's or an earlier one's) -> why, for the CSV."""
+    out = {}
+    for student in students:
+        result = done.get(student) or export.read_json(settings.submission_result(student))
+        if not result:
+            out[student] = "not graded yet"
+        elif result.get("status") != "graded":
+            out[student] = "not graded: " + safe_text(result.get("error", "unknown error"))
+    return out
 
 
 def _watch_zygote(zygote, timeline: dict, started: float) -> None:
@@ -380,11 +431,21 @@ def grade(settings: Settings) -> int:
         reason = unavailable_reason()
         if reason:
             raise CourseError(f"{reason}; pass --no-sandbox to grade without isolation (only for trusted code)")
-    kernels = Kernels(settings)
+    uid_range = None
+    if settings.sandbox:
+        from course.grade import uids
+
+        uid_range = uids.allocate(settings.uid_base, max(1, settings.jobs))
+        settings.uid_base = uid_range.base
     try:
-        return _grade(settings, kernels, timeline, started, wall_start)
+        kernels = Kernels(settings)
+        try:
+            return _grade(settings, kernels, timeline, started, wall_start)
+        finally:
+            kernels.close(settings)
     finally:
-        kernels.close(settings)
+        if uid_range is not None:
+            uid_range.release()
 
 
 def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float, wall_start: float) -> int:
@@ -404,6 +465,7 @@ def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float,
     _probe_writable(Path(cd.format_path(cd.feedback_directory, ".", ".")), "feedback")
     _probe_writable(Path(cd.format_path(cd.autograded_directory, ".", ".")), "autograded")
     _probe_writable(settings.results_dir, "results")
+    private_results(settings.results_dir)
 
     skipped = [] if settings.force else [s for s in students if already_graded(app, settings, s)]
     todo = [s for s in students if s not in skipped]
@@ -422,11 +484,16 @@ def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float,
             "sandbox": settings.sandbox,
             "graded": sorted(done),
             "skipped": skipped,
+            "uid_base": settings.uid_base if settings.sandbox else None,
             "timeline": timeline,
         },
     )
-    rows = export.write_csv(settings.db_url, cd.course_id, settings.assignment, settings.results_dir / "grades.csv")
+    ungraded = ungraded_students(settings, students, done)
+    csv_path = settings.results_dir / "grades.csv"
+    rows = export.write_csv(settings.db_url, cd.course_id, settings.assignment, csv_path, ungraded)
     for line in _summary_lines(settings, done, skipped, time.perf_counter() - started):
         print(line)
     print(f"grades.csv: {rows} student(s); feedback: {cd.format_path(cd.feedback_directory, '*', settings.assignment)}")
-    return 1 if any(r.get("status") != "graded" for r in done.values()) else 0
+    if any(r.get("status") != "graded" for r in done.values()):
+        return ExitCode.NOT_ALL_GRADED
+    return ExitCode.OK

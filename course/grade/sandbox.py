@@ -116,6 +116,8 @@ class BoxSpec:
     protect: list[str] = field(default_factory=list)
     expose: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: Packages the kernel cannot import (see course.grade.guard).
+    blocked_packages: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """A JSON-ready dict (the limits nested)."""
@@ -292,21 +294,35 @@ def hide(folder: str, keep: dict[str, tuple[int, bool]]) -> None:
 
 
 def _copy_tree(src: str, dst: str, uid: int, gid: int) -> None:
-    """Copy the submission's files into the box, owned by the sandbox user."""
+    """Copy the submission's files into the box, owned by the sandbox user.
+
+    Only regular files and folders are copied (nothing a link points to),
+    and no notebook: the notebook being graded holds the instructor's
+    tests, hidden ones included, and the kernel gets its cells one by one
+    from the grader instead.
+    """
     for root, dirs, files in os.walk(src):
         rel = os.path.relpath(root, src)
         target = os.path.normpath(os.path.join(dst, rel))
         os.makedirs(target, exist_ok=True)
         os.chown(target, uid, gid)
         for name in files:
-            source = os.path.join(root, name)
-            if not os.path.isfile(source) or os.path.islink(source):
+            if name.endswith(".ipynb"):
                 continue
-            out = os.path.join(target, name)
-            shutil.copyfile(source, out)
+            source = os.path.join(root, name)
+            try:
+                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # a link or something that vanished
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                out = os.path.join(target, name)
+                with open(out, "wb") as copy:
+                    shutil.copyfileobj(handle, copy)
             os.chown(out, uid, gid)
             os.chmod(out, 0o600)
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d)) and d != ".ipynb_checkpoints"]
 
 
 def build_box(spec: BoxSpec) -> None:

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import signal
 
-#: enames of the error outputs the grader adds (also in the JSON results).
+#: enames of the error outputs the grader adds to cells (shown in feedback).
+#: The JSON status of a cell never comes from these names (a student can
+#: raise an exception class of any name): it comes from the grader's own
+#: record of what happened (see :func:`cell_status`).
 TIMEOUT = "CellTimeoutError"
 KERNEL_DIED = "KernelDied"
 NOT_RUN = "NotRun"
+TAMPERED = "KernelTampered"
 
 #: What a signal that killed a kernel most likely means, for students.
 _SIGNAL_REASONS = {
@@ -35,9 +39,6 @@ _SIGNAL_REASONS = {
     signal.SIGXCPU: "it used up its CPU time limit of {cpu} s (SIGXCPU)",
     signal.SIGXFSZ: "it wrote a file larger than the limit of {file_mb} MB (SIGXFSZ)",
 }
-
-#: Exit code of the sandbox supervisor when it could not build the sandbox.
-SUPERVISOR_FAILED = 70
 
 
 def describe_exit(returncode: int | None, cpu: int = 0, file_mb: int = 0) -> str:
@@ -57,6 +58,12 @@ def describe_exit(returncode: int | None, cpu: int = 0, file_mb: int = 0) -> str
     return f"it exited with status {returncode} (os._exit or a crash)"
 
 
+def is_test_cell(cell: dict) -> bool:
+    """An autograder test: a graded code cell that is not a solution (the instructor's code)."""
+    meta = (cell.get("metadata") or {}).get("nbgrader") or {}
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
 def error_output(ename: str, message: str) -> dict:
     """An nbformat error output with a one-line traceback."""
     from nbformat.v4 import new_output
@@ -64,42 +71,71 @@ def error_output(ename: str, message: str) -> dict:
     return new_output("error", ename=ename, evalue=message, traceback=[f"\x1b[0;31m{ename}\x1b[0m: {message}"])
 
 
-def grade_ignoring_stderr(cell, log=None) -> tuple[float | None, float]:
-    """nbgrader's ``determine_grade`` for a copy of ``cell`` without stderr outputs."""
-    import copy
+def autograde_score(cell, stderr_fails: bool = False, log=None) -> tuple[float | None, float]:
+    """``(score, max_score)`` of a graded cell after execution: an error means 0, always.
 
-    from nbgrader.utils import determine_grade
+    nbgrader's ``determine_grade`` returns at the *first* ``execute_result``
+    it meets, before it sees an error that follows, so student code that
+    calls ``sys.displayhook("ok")`` inside a test made every failing test
+    score full points (and ``sys.displayhook(1000)`` crashed nbgrader).
+    Here, for a test cell:
 
-    if cell.get("cell_type") == "code":
-        cell = copy.deepcopy(cell)
-        cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
-    return determine_grade(cell, log)
+    * any error output scores 0;
+    * stderr output scores 0 only with ``stderr_fails`` (plain nbgrader's rule);
+    * otherwise nbgrader's partial credit is read from the *last*
+      ``execute_result`` (the test cell's own final expression comes after
+      anything the student's code displayed while the test ran), clamped to
+      ``[0, max_score]``; a non-numeric or absent result means full points.
+
+    So nothing a student's code displays can grant more than a clean pass.
+    Solution cells and markdown cells are scored by nbgrader unchanged.
+    """
+    from nbgrader.utils import determine_grade, is_solution
+
+    max_points = float(cell.metadata["nbgrader"]["points"])
+    if cell.get("cell_type") != "code" or is_solution(cell):
+        return determine_grade(cell, log)
+    outputs = cell.get("outputs", []) or []
+    if any(o.get("output_type") == "error" for o in outputs):
+        return 0.0, max_points
+    if stderr_fails and any(o.get("output_type") == "stream" and o.get("name") == "stderr" for o in outputs):
+        return 0.0, max_points
+    results = [o for o in outputs if o.get("output_type") == "execute_result"]
+    if not results:
+        return max_points, max_points
+    shown = results[-1].get("data", {}).get("text/plain", "")
+    if isinstance(shown, list):
+        shown = shown[0] if len(shown) == 1 else ""
+    try:
+        score = float(shown)
+    except (TypeError, ValueError):
+        return max_points, max_points
+    if score != score:  # NaN
+        return 0.0, max_points
+    return min(max(score, 0.0), max_points), max_points
 
 
-def first_error(cell: dict) -> dict | None:
-    """The first error output of a cell, or None."""
-    for output in cell.get("outputs", []) or []:
-        if output.get("output_type") == "error":
-            return output
-    return None
-
-
-def cell_status(cell: dict, score: float | None, max_score: float) -> tuple[str, str]:
+def cell_status(
+    cell: dict, score: float | None, max_score: float, event: dict | None = None, manual: bool = False
+) -> tuple[str, str]:
     """``(status, message)`` of a graded cell after autograding.
 
     status is one of passed, partial, failed, timeout, kernel-died, not-run,
-    manual (waiting for a human: written answers, solution cells).
+    tampered (from ``event``, what the grader itself saw happen to this
+    cell), or manual (waiting for a human: written answers, solution cells;
+    ``manual`` is the gradebook's ``needs_manual_grade``).  An exception the
+    student's code raised is a failure whatever its class is called.
     """
+    if event:
+        return event["status"], event["message"]
     errors = [o for o in cell.get("outputs", []) or [] if o.get("output_type") == "error"]
-    ours = [o for o in errors if o.get("ename") in (TIMEOUT, KERNEL_DIED, NOT_RUN)]
-    error = (ours or errors or [None])[0]
-    if error is not None:
+    if errors:
+        error = errors[0]
         message = f"{error.get('ename', 'Error')}: {error.get('evalue', '')}".strip()
         if len(message) > 300:
             message = message[:297] + "..."
-        status = {TIMEOUT: "timeout", KERNEL_DIED: "kernel-died", NOT_RUN: "not-run"}.get(error.get("ename"), "failed")
-        return status, message
-    if score is None:
+        return "failed", message
+    if manual or score is None:
         return "manual", "needs manual grading"
     if score >= max_score:
         return "passed", ""

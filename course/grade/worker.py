@@ -16,10 +16,10 @@ the gradebook failed) gets no JSON result, so the next run retries it.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import logging
 import os
+import stat
 import sys
 import time
 import traceback
@@ -28,16 +28,71 @@ from pathlib import Path
 
 from course.grade import export, gradebook, scoring
 from course.grade.config import Settings
+from course.grade.text import safe_text
 
 log = logging.getLogger("course.grade")
 
 
+#: Names of file types a submission must not contain (checked with lstat).
+_FILE_KINDS = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def inspect_submission(folder: Path) -> tuple[list[Path], list[str]]:
+    """``(regular files, problems)`` of a submission folder, from ``lstat`` alone.
+
+    Nothing is opened or followed: a link, FIFO, socket or device anywhere
+    in ``submitted/<student>/<assignment>/`` (or the folder itself, or the
+    student's folder, being a link) is a problem, named with its path, and
+    the whole submission is rejected without reading a byte of it.
+    """
+    problems: list[str] = []
+    for path in (folder.parent, folder):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError as error:
+            return [], [f"{path.name} cannot be read ({error.strerror})"]
+        if not stat.S_ISDIR(mode):
+            return [], [f"{path.name} is {_FILE_KINDS.get(stat.S_IFMT(mode), 'not a folder')}, not a folder"]
+    files: list[Path] = []
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                rel = Path(entry.path).relative_to(folder)
+                if stat.S_ISDIR(mode):
+                    pending.append(Path(entry.path))
+                elif stat.S_ISREG(mode):
+                    files.append(Path(entry.path))
+                else:
+                    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+                    problems.append(f"{safe_text(str(rel))} is {kind}; only regular files can be submitted")
+    return sorted(files), sorted(problems)
+
+
 def fingerprint(folder: Path) -> str:
-    """sha256 over the names and contents of every file of a submission."""
+    """sha256 over the names and contents of every regular file of a submission (no link followed)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        with open(path, "rb") as handle:
+    files, problems = inspect_submission(folder)
+    for problem in problems:
+        digest.update(problem.encode() + b"\0")
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode("utf-8", "surrogateescape") + b"\0")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as error:
+            digest.update(f"unreadable {error.errno}".encode())
+            continue
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -49,8 +104,14 @@ def submission_dir(app, student: str, assignment: str) -> Path:
     return Path(cd.format_path(cd.submitted_directory, student, assignment))
 
 
-def _cell_results(nb_path: Path, scores: dict) -> list[dict]:
-    """Status and message of every graded cell of an autograded notebook."""
+def _cell_results(nb_path: Path, scores: dict, events: dict) -> list[dict]:
+    """Status and message of every graded cell of an autograded notebook.
+
+    ``events`` are what the grader itself saw happen per cell (timeouts,
+    kernel deaths, cells not run, tampered kernels), keyed by grade_id: only
+    they give a cell a status other than passed/partial/failed/manual, never
+    the name of an exception the student's code raised.
+    """
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
@@ -62,7 +123,8 @@ def _cell_results(nb_path: Path, scores: dict) -> list[dict]:
     out = []
     for grade_id, grade in scores.items():
         cell = cells.get(grade_id, {})
-        status, message = scoring.cell_status(cell, grade["score"], grade["max_score"])
+        manual = grade.get("needs_manual_grade") and not grade.get("manual")
+        status, message = scoring.cell_status(cell, grade["score"], grade["max_score"], events.get(grade_id), manual)
         out.append(
             {
                 "grade_id": grade_id,
@@ -113,8 +175,8 @@ def run_autograde(app, student: str, assignment: str) -> str | None:
     return None
 
 
-def notebook_entry(name: str, scores: dict, autograded: Path, files: dict, rejected: dict) -> dict:
-    """One notebook's part of the result: its score, status and tests."""
+def notebook_entry(name: str, scores: dict, autograded: Path, files: dict, rejected: dict, info: dict) -> dict:
+    """One notebook's part of the result: its score, status, tests and kernel events."""
     entry = {
         "name": name,
         "score": sum(g["score"] or 0 for g in scores.values()),
@@ -125,16 +187,18 @@ def notebook_entry(name: str, scores: dict, autograded: Path, files: dict, rejec
     elif name not in files:
         entry.update(status="missing", reason="not submitted", cells=[])
     else:
-        entry.update(status="graded", cells=_cell_results(autograded / f"{name}.ipynb", scores))
+        events = info.get("events", {})
+        entry.update(status="graded", cells=_cell_results(autograded / f"{name}.ipynb", scores, events))
+        entry["kernel_events"] = list(events.values())
     return entry
 
 
-def write_feedback(app, settings: Settings, student: str, result: dict, autograded: Path) -> None:
+def write_feedback(app, settings: Settings, student: str, result: dict, autograded: Path | None) -> None:
     """nbgrader's feedback for what was graded, a short page for what could not be."""
     from course.grade import feedback
 
     cd = app.coursedir
-    if autograded.is_dir() and any(autograded.glob("*.ipynb")):
+    if autograded is not None and autograded.is_dir() and any(autograded.glob("*.ipynb")):
         feedback.generate_feedback(app, student, settings.show_hidden_tests)
     folder = Path(cd.format_path(cd.feedback_directory, student, settings.assignment))
     for nb in result["notebooks"]:
@@ -147,6 +211,8 @@ def grade_submission(app, settings: Settings, notebooks: list[str], student: str
     """Grade one student's submission; return its JSON result (also written to disk).
 
     ``notebooks`` are the assignment's notebook names from the gradebook.
+    A submission holding anything but regular files and folders is
+    rejected whole, before any of it is read (see :func:`inspect_submission`).
     """
     from course.grade import preprocessors
 
@@ -155,16 +221,26 @@ def grade_submission(app, settings: Settings, notebooks: list[str], student: str
     cd = app.coursedir
     folder = submission_dir(app, student, settings.assignment)
     result = new_result(settings, student, folder)
-    files = {Path(p).stem: Path(p) for p in glob.glob(str(folder / "*.ipynb"))}
-    rejected = {name: preprocessors.notebook_problem(path) for name, path in files.items()}
-    rejected = {name: why for name, why in rejected.items() if why}
+    regular, problems = inspect_submission(folder)
+    files = {p.stem: p for p in regular if p.parent == folder and p.suffix == ".ipynb"}
+    if problems:
+        reason = "the submission was rejected: " + "; ".join(problems[:5])
+        rejected = {name: reason for name in notebooks}
+        result["rejected"] = problems
+    else:
+        rejected = {name: preprocessors.notebook_problem(path, settings.max_cells) for name, path in files.items()}
+        rejected = {name: why for name, why in rejected.items() if why}
     preprocessors.RECORDS.clear()
+    preprocessors.SKIP.clear()
+    preprocessors.SKIP.update(os.path.abspath(files[name]) for name in rejected if name in files)
 
-    if len(rejected) < len(files):
+    ran_nbgrader = not problems and len(rejected) < len(files)
+    if ran_nbgrader:
         error = run_autograde(app, student, settings.assignment)
         if error:
             result.update(status="error", error=error, timing={"total": round(time.perf_counter() - started, 3)})
             return result
+    result["autograded"] = ran_nbgrader
     for name in notebooks:
         if name in rejected or name not in files:
             gradebook.zero_notebook(cd.db_url, cd.course_id, settings.assignment, student, name)
@@ -173,17 +249,22 @@ def grade_submission(app, settings: Settings, notebooks: list[str], student: str
     autograded = Path(cd.format_path(cd.autograded_directory, student, settings.assignment))
     timing = {"autograde": round(time.perf_counter() - started, 3)}
     for name in notebooks:
-        entry = notebook_entry(name, scores.get(name, {}), autograded, files, rejected)
         info = preprocessors.RECORDS.get((student, name), {})
+        entry = notebook_entry(name, scores.get(name, {}), autograded, files, rejected, info)
         result["tampering"] += info.get("tampering", [])
         for key, value in info.get("timing", {}).items():
             timing[key] = round(timing.get(key, 0) + value, 3)
         result["notebooks"].append(entry)
         result["score"] += entry["score"]
         result["max_score"] += entry["max_score"]
+    late = gradebook.late_penalty(cd.db_url, cd.course_id, settings.assignment, student)
+    if late:
+        result["late_penalty"] = late
+        result["score_before_penalty"] = result["score"]
+        result["score"] = max(0.0, result["score"] - late)
 
     feedback_started = time.perf_counter()
-    write_feedback(app, settings, student, result, autograded)
+    write_feedback(app, settings, student, result, autograded if ran_nbgrader else None)
     timing["feedback"] = round(time.perf_counter() - feedback_started, 3)
     timing["total"] = round(time.perf_counter() - started, 3)
     waited, held = gradebook.lock_times()
@@ -221,8 +302,10 @@ def _last_error(app) -> str | None:
 
 def _setup_logging(app, settings: Settings, slot: int) -> None:
     """nbgrader's log and anything printed go to results/<assignment>/grade.log."""
+    from course.grade.safeio import private_append
+
     path = settings.results_dir / "grade.log"
-    handler = logging.FileHandler(path)
+    handler = logging.StreamHandler(os.fdopen(private_append(path), "a", buffering=1))
     handler.setFormatter(logging.Formatter(f"%(asctime)s [worker {slot}] %(levelname)s %(message)s"))
     for logger in (app.log, log, logging.getLogger("traitlets")):
         logger.handlers[:] = [handler, _CATCHER]
@@ -230,7 +313,7 @@ def _setup_logging(app, settings: Settings, slot: int) -> None:
         logger.propagate = False
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").handlers[:] = [handler]
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = private_append(path)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -313,8 +396,11 @@ def kernel_context(app, settings: Settings, slot: int, run_dir: str, zygote):
         threads=context_threads(settings),
         max_output_bytes=settings.max_output_bytes,
         hide=context.hidden_paths(settings.hide),
-        protect=protected_paths(app, settings, run_dir),
-        expose=context.exposed_paths(settings.expose),
+        protect=protected_paths(app, settings, run_dir) + context.package_dirs(settings.blocked_packages),
+        expose=context.exposed_paths(settings.expose, settings.blocked_packages),
+        blocked_packages=list(settings.blocked_packages),
+        budget_seconds=settings.submission_budget(settings.execute_timeout),
+        max_cells=settings.max_cells,
         pass_env=list(settings.pass_env),
     )
 

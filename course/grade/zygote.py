@@ -41,7 +41,8 @@ import tempfile
 import time
 import traceback
 
-from course.grade import sandbox
+from course.grade import guard, sandbox
+from course.grade.codes import ExitCode
 
 #: Always preloaded: what an IPython kernel imports while starting.
 KERNEL_MODULES = (
@@ -64,6 +65,7 @@ KERNEL_MODULES = (
     "comm",
     "jedi",
     "course.grade.kernel_io",
+    "course.grade.guard",
 )
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -141,6 +143,7 @@ def _kernel_main(spec: sandbox.BoxSpec, kernel: dict, alive: int) -> None:
             os._exit(1)
         os.close(alive)
         _forget_zygote_state()
+        guard.install(spec.blocked_packages)
         if kernel.get("ipykernel_args") is not None:
             code = _start_ipykernel(kernel["ipykernel_args"])
         else:
@@ -192,14 +195,28 @@ def _supervise(spec: sandbox.BoxSpec, kernel: dict) -> None:
         print(f"[supervisor {os.getpid()}] sandbox setup failed:", file=sys.stderr)
         traceback.print_exc()
         sys.stderr.flush()
-        os._exit(70)
+        os._exit(ExitCode.SUPERVISOR_FAILED)
     if os.WIFSIGNALED(status):
-        # Die of the same signal so the grader sees what killed the kernel.
-        signum = os.WTERMSIG(status)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        time.sleep(1)
+        _die_of(os.WTERMSIG(status))
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def _die_of(signum: int) -> None:
+    """End this process by ``signum``, so the grader sees what killed the kernel.
+
+    SIGKILL and SIGSTOP cannot be given a handler (``signal.signal`` raises
+    for them, which once made every OOM kill read "exited with status 1"):
+    their default action is the only one.  No core file is written.
+    """
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    os.kill(os.getpid(), signum)
+    time.sleep(1)
+    os._exit(1)
 
 
 # --------------------------------------------------------------------------
@@ -308,13 +325,19 @@ class Zygote:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m course.grade.zygote SOCKET [MODULE ...]``: preload, then serve.
+    """``python -m course.grade.zygote SOCKET``: preload, then serve.
 
-    Prints one JSON line on stdout when ready (with the import failures),
-    and dies with the process that started it.
+    Reads the modules to preload as one JSON list on stdin (not from argv:
+    forked kernels inherit the zygote's ``/proc/self/cmdline``), prints one
+    JSON line on stdout when ready (with the import failures), and dies
+    with the process that started it.
     """
     argv = sys.argv[1:] if argv is None else argv
-    sock_path, modules = argv[0], argv[1:]
+    sock_path = argv[0]
+    modules = [str(m) for m in json.loads(sys.stdin.readline() or "[]")]
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     sandbox.die_with_parent()
     # Kernels whose supervisor was killed come back here to be reaped, so no
     # zombie keeps counting against a sandbox uid's process limit.
