@@ -188,9 +188,8 @@ def submissions(cases: Cases, release_nb: Path, folder: Path) -> dict[str, Path]
     return notebooks
 
 
-def grade(course: Path, cases: Cases, work: Path) -> Graded:
-    """Generate ``cases.assignment``, submit its class and grade it in one ``course grade`` run."""
-    release_nb = generate(course, cases.assignment)
+def grade(course: Path, cases: Cases, release_nb: Path, work: Path) -> Graded:
+    """Submit the class of ``cases.assignment`` (generated already) and grade it in one ``course grade`` run."""
     for student, notebook in submissions(cases, release_nb, work / cases.assignment).items():
         dest = course / "submitted" / student / cases.assignment
         dest.mkdir(parents=True, exist_ok=True)
@@ -206,14 +205,9 @@ def grade(course: Path, cases: Cases, work: Path) -> Graded:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """``graded(cases)``: the assignment's ``course grade`` run, made on first use.
-
-    One course copy holds every discovered assignment (as an instructor's
-    course would); each assignment is generated and graded once per session.
-    """
-    root = tmp_path_factory.mktemp("assignments")
-    course = root / "course"
+def course(tmp_path_factory) -> Path:
+    """One nbgrader course holding every discovered assignment (as an instructor's course would)."""
+    course = tmp_path_factory.mktemp("assignments") / "course"
     (course / "source").mkdir(parents=True)
     shutil.copy2(GRADING / CONFIG_NAME, course / CONFIG_NAME)
     for cases in CASES:
@@ -222,11 +216,30 @@ def graded(tmp_path_factory):
             course / "source" / cases.assignment,
             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
         )
+    return course
+
+
+@pytest.fixture(scope="module")
+def released(course):
+    """``released(cases)``: the assignment's released notebook, generated on first use."""
+    notebooks: dict[str, Path] = {}
+
+    def get(cases: Cases) -> Path:
+        if cases.assignment not in notebooks:
+            notebooks[cases.assignment] = generate(course, cases.assignment)
+        return notebooks[cases.assignment]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def graded(course, released):
+    """``graded(cases)``: the assignment's ``course grade`` run, made on first use (once per session)."""
     runs: dict[str, Graded] = {}
 
     def get(cases: Cases) -> Graded:
         if cases.assignment not in runs:
-            runs[cases.assignment] = grade(course, cases, root / "notebooks")
+            runs[cases.assignment] = grade(course, cases, released(cases), course.parent / "notebooks")
             print(f"\ncourse grade {cases.assignment}: {runs[cases.assignment].seconds:.1f} s")
         return runs[cases.assignment]
 
@@ -287,13 +300,9 @@ def test_no_cell_uses_the_course_package(cases):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cases", ASSIGNMENTS)
-def test_release_shows_no_solution_and_no_hidden_test(cases, tmp_path):
+def test_release_shows_no_solution_and_no_hidden_test(cases, released):
     """Students get stubs in every solution cell and only the visible tests."""
-    course = tmp_path / "course"
-    (course / "source").mkdir(parents=True)
-    shutil.copy2(GRADING / CONFIG_NAME, course / CONFIG_NAME)
-    shutil.copytree(cases.source_nb.parent, course / "source" / cases.assignment)
-    release = nbformat.read(generate(course, cases.assignment), as_version=4)
+    release = nbformat.read(released(cases), as_version=4)
     source = nbformat.read(cases.source_nb, as_version=4)
     text = "\n".join(cell.source for cell in release.cells)
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
@@ -362,16 +371,12 @@ def test_shortcut_is_named_in_the_tamper_report(cases, name, graded):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("cases", "name"), VISIBLE_PASS)
-def test_only_the_hidden_tests_catch(cases, name, tmp_path):
+def test_only_the_hidden_tests_catch(cases, name, released, tmp_path):
     """The released tests let this mistake through: the hidden tests are what catch it."""
-    course = tmp_path / "course"
-    (course / "source").mkdir(parents=True)
-    shutil.copy2(GRADING / CONFIG_NAME, course / CONFIG_NAME)
-    shutil.copytree(cases.source_nb.parent, course / "source" / cases.assignment)
-    release_nb = generate(course, cases.assignment)
+    release_nb = released(cases)
     replaced, lost = cases.mistakes[name]
     answers = {**source_solutions(cases.source_nb), **replaced}
-    notebook = fill_solutions(release_nb, answers, release_nb.parent / f"{name}.ipynb")
+    notebook = fill_solutions(release_nb, answers, tmp_path / release_nb.name)
     assert run_tests(notebook) == dict.fromkeys(cases.points, True)
     assert lost, f"{name} loses no points: nothing for the hidden tests to catch"
 
