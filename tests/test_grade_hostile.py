@@ -126,7 +126,9 @@ def relu(x):
 
 READ_NOTEBOOKS = """
 import glob, os
-found = glob.glob("**/*.ipynb", recursive=True) + glob.glob("/**/ps_fixture*.ipynb", recursive=True)
+found = glob.glob("**/*.ipynb", recursive=True)
+for top in ["/tmp", "/run", "/work", "/home", "/root", "/srv", "/opt", "/var"]:
+    found += glob.glob(top + "/*/*.ipynb") + glob.glob(top + "/*/*/*.ipynb") + glob.glob(top + "/*/*/*/*.ipynb")
 print("NOTEBOOKS", found)
 print("CMDLINE", open("/proc/1/cmdline", "rb").read().replace(b"\\0", b" ").decode())
 """
@@ -144,9 +146,12 @@ def pick_device(prefer_gpu=True):
     raise CellTimeoutError("\\x1b[2K\\x1b[1A\\rgraded 99 submission(s); 0 failed")
 """
 
-SIGKILL = """
-import os, signal
-os.kill(os.getpid(), signal.SIGKILL)
+TRANSFORMER = """
+get_ipython().input_transformers_post.append(lambda lines: ["pass\\n"] if "assert" in "".join(lines) else lines)
+"""
+
+CUSTOM_EXC = """
+get_ipython().set_custom_exc((Exception,), lambda shell, etype, value, tb, tb_offset=None: None)
 """
 
 
@@ -280,7 +285,8 @@ def hostile(tmp_path_factory):
     submit(course, "reads_notebook", {**correct, "relu": READ_NOTEBOOKS + cls.RELU})
     submit(course, "echo_tests", {**correct, "normalize": ECHO_TESTS + cls.NORMALIZE})
     submit(course, "fake_timeout", {**correct, "pick_device": FAKE_TIMEOUT})
-    submit(course, "sigkill", {**correct, "pick_device": SIGKILL})
+    submit(course, "transformer", {"relu": TRANSFORMER + cls.RELU_WRONG})
+    submit(course, "custom_exc", {"relu": CUSTOM_EXC + cls.RELU_WRONG})
     submit(course, "log_link", {**correct, "pick_device": log_swap_code("link")})
     submit(course, "log_fifo", {**correct, "pick_device": log_swap_code("fifo")})
     import course as course_package
@@ -335,7 +341,7 @@ def outputs_text(course: Path, student: str, grade_id: str) -> str:
 def test_run_completes_and_grades_everyone(hostile):
     proc = hostile["proc"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(hostile["results"]) == 32
+    assert len(hostile["results"]) == 33
     assert all(r["status"] == "graded" and r["max_score"] == cls.MAX_SCORE for r in hostile["results"].values())
 
 
@@ -366,7 +372,6 @@ def test_run_completes_and_grades_everyone(hostile):
         ("reads_notebook", 7),
         ("echo_tests", 7),
         ("fake_timeout", 6),
-        ("sigkill", 3),
         ("log_link", 3),
         ("log_fifo", 3),
         ("blocked_import", 7),
@@ -374,6 +379,8 @@ def test_run_completes_and_grades_everyone(hostile):
         ("link_source", 0),
         ("fifo", 0),
         ("link_folder", 0),
+        ("transformer", 0),
+        ("custom_exc", 0),
     ],
 )
 def test_score(hostile, student, score):
@@ -510,7 +517,7 @@ def test_changed_ids_and_metadata_are_reported(hostile):
 
 
 def test_no_tampering_reported_for_honest_work(hostile):
-    attackers = {"deleted_tests", "edited_test", "changed_ids", "blocked_import"}
+    attackers = {"deleted_tests", "edited_test", "changed_ids", "blocked_import", "transformer", "custom_exc"}
     for student, result in hostile["results"].items():
         if student not in attackers:
             assert result["tampering"] == [], student
@@ -597,12 +604,9 @@ def test_forged_exception_names_get_no_status_and_no_terminal_control(hostile):
     assert "graded 99" not in "".join(line for line in out.splitlines() if not line.startswith("  "))
 
 
-def test_sigkill_is_reported_as_a_kill_and_listed_in_the_summary(hostile):
-    c = cells(hostile["results"]["sigkill"])
-    assert c["test_pick_device"]["status"] == "not-run"
-    assert "SIGKILL" in c["test_pick_device"]["message"]
-    line = next(line for line in hostile["proc"].stdout.splitlines() if line.startswith("  sigkill:"))
-    assert "pick_device: the kernel died" in line and "SIGKILL" in line
+def test_a_kernel_dead_in_a_solution_cell_is_listed_in_the_summary(hostile):
+    line = next(line for line in hostile["proc"].stdout.splitlines() if line.startswith("  os_exit:"))
+    assert "pick_device: the kernel died while running this cell" in line and "status 3" in line
 
 
 @pytest.mark.parametrize("student", ["log_link", "log_fifo"])
@@ -629,8 +633,8 @@ def test_the_course_package_is_unreachable_and_each_attempt_reported(hostile):
     assert "REACHED" not in text, text
     assert text.count("blocked import") == 3 and text.count("blocked file") == 2, text
     assert "in sys.modules: []" in text
-    found = {f["detail"] for f in hostile["results"]["blocked_import"]["tampering"] if f["kind"] == "blocked-import"}
-    assert any("course.pipelines" in d for d in found) and any("course.train" in d for d in found), found
+    found = [f["detail"] for f in hostile["results"]["blocked_import"]["tampering"] if f["kind"] == "blocked-import"]
+    assert found == ["tried to import course (3 times), which graded notebooks cannot use"], found
 
 
 @pytest.mark.parametrize(
@@ -653,4 +657,14 @@ def test_special_files_in_submitted_are_rejected_unread(hostile, student, words)
 def test_a_second_run_regrades_nothing(hostile):
     again = hostile["again"]
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "graded 0 submission(s)" in again.stdout and "skipped 32 already graded" in again.stdout
+    assert "graded 0 submission(s)" in again.stdout and "skipped 33 already graded" in again.stdout
+
+
+@pytest.mark.parametrize("student, what", [("transformer", "input transformers"), ("custom_exc", "custom exception")])
+def test_a_subverted_kernel_scores_nothing_and_is_named(hostile, student, what):
+    result = hostile["results"][student]
+    c = cells(result)
+    assert all(cell["score"] == 0 for cell in c.values()), c
+    assert c["test_relu"]["status"] == "tampered" and what in c["test_relu"]["message"]
+    found = [f for f in result["tampering"] if f["kind"] == "kernel"]
+    assert found and what in found[0]["detail"] and found[0]["grade_id"] == "test_relu"

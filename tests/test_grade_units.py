@@ -308,3 +308,51 @@ def test_sandbox_probe_and_leftover_killer():
     assert sandbox.processes_of(uid)
     assert sandbox.kill_leftovers_of(uid, patience=30)
     assert stray.wait() == -signal.SIGKILL
+
+
+def test_supervisor_mirrors_sigkill_as_sigkill():
+    """Issue 14 item 14: signal.signal(SIGKILL, ...) raises, so an OOM kill once read "status 1"."""
+    from course.grade.zygote import _die_of
+
+    for signum in (signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                _die_of(signum)
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signum
+    assert "memory" in scoring.describe_exit(-signal.SIGKILL)
+
+
+def test_blocked_packages_guard_refuses_every_import_route(tmp_path):
+    """Issue 14 item 15, in a child process: import, importlib, __import__, sys.modules, each reported."""
+    code = """
+import importlib, os, sys
+import course.grade.kernel_io
+from course.grade import guard
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+os.dup2(log, 2)
+guard.install(["course"])
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # as ipykernel does: fd 2 goes elsewhere
+print(sorted(m for m in sys.modules if m == "course" or m.startswith("course.")))
+print(sys.modules[guard.KERNEL_IO_ALIAS].__name__)
+for attempt in ("import course.pipelines", "importlib.import_module('cour' + 'se.train')", "__import__('course')"):
+    try:
+        exec(attempt)
+        print("REACHED")
+    except ModuleNotFoundError as error:
+        print("refused", error.name)
+import json
+print("json still imports")
+"""
+    log = tmp_path / "kernel.log"
+    out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "[]" and lines[1] == "course.grade.kernel_io"
+    assert lines[2:5] == ["refused course"] * 3  # a submodule's import asks for its package first
+    assert lines[5] == "json still imports"
+    from course.grade.guard import attempts
+
+    assert attempts(log.read_text()) == ["course"] * 3

@@ -15,7 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
-from course.grade.sandbox import HIDDEN_SYSTEM_DIRS, BoxSpec, Limits
+from course.grade.sandbox import HIDDEN_SYSTEM_DIRS, BoxSpec, Limits, SandboxError, mount_ipc, umount
 
 #: Variables every kernel gets from the grader's environment when set.
 BASE_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TERM")
@@ -71,8 +71,7 @@ class KernelContext:
         os.makedirs(os.path.join(box_dir, "box"))
         os.chmod(box_dir, 0o711)
         if self.isolate:
-            os.chown(os.path.join(box_dir, "ipc"), self.uid, self.uid)
-            os.chmod(os.path.join(box_dir, "ipc"), 0o700)
+            mount_ipc(os.path.join(box_dir, "ipc"), self.uid, self.uid)
         limits = dataclasses.replace(self.limits)
         if self.budget_seconds:
             # CPU time of the whole submission: at most its wall-clock budget (per core used).
@@ -93,7 +92,12 @@ class KernelContext:
 
     @staticmethod
     def remove_box(spec: BoxSpec) -> None:
-        """Delete a kernel's host folder (its tmpfs vanished with the kernel)."""
+        """Delete a kernel's host folder (its box tmpfs vanished with the kernel; the ipc tmpfs goes here)."""
+        if spec.isolate:
+            try:
+                umount(spec.ipc_dir)
+            except SandboxError:
+                pass
         shutil.rmtree(spec.box_dir, ignore_errors=True)
 
 

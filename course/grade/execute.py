@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 
 from course.grade import scoring
 from course.grade.context import current
@@ -35,6 +36,10 @@ from course.grade.text import safe_text
 _CLASS = None
 
 TRUNCATED = "\n[output truncated: this cell produced more than {limit} bytes of output]\n"
+#: The outputs of all cells of a notebook together: this many times the per-cell cap.
+NOTEBOOK_OUTPUT_FACTOR = 8
+#: Error outputs kept per cell (student code can print tracebacks in a loop).
+MAX_ERRORS_PER_CELL = 3
 
 
 def _message_size(msg: dict) -> int:
@@ -114,9 +119,15 @@ def sandbox_execute_class():
                 "traceback": [f"\x1b[0;31m{scoring.TIMEOUT}\x1b[0m: {message}"],
             }
             self._output_bytes: dict[int, int] = {}
+            self._errors: dict[int, int] = {}
+            self._notebook_bytes = 0
+            limit = context.max_output_bytes
+            self.max_notebook_bytes = limit * NOTEBOOK_OUTPUT_FACTOR if limit >= 0 else float("inf")
+            self.store_widget_state = False  # widget state is unbounded and nothing grades it
             self.kernel_timing: dict[str, float] = {}
             self._events: dict[str, dict] = {}
             self._timed_out = False
+            self._pristine: dict | None = None
 
         # -- kernel lifetime -------------------------------------------------
 
@@ -143,6 +154,7 @@ def sandbox_execute_class():
                 self._stop()
                 raise KernelStartError(f"the sandboxed kernel did not start ({error}); kernel log: {log}") from None
             self.kernel_timing["kernel_start"] = time.perf_counter() - started
+            self._pristine = self._fingerprint()
 
         def _stop(self) -> None:
             """Kill the kernel (its namespace dies with it) and close the channels."""
@@ -184,6 +196,63 @@ def sandbox_execute_class():
             limits = spec.limits
             return scoring.describe_exit(code, cpu=limits.cpu_seconds, file_mb=limits.file_mb)
 
+        async def _async_fingerprint(self, timeout: float = 10.0) -> dict | None:
+            """Ask the kernel for :data:`course.grade.integrity.FINGERPRINT` (silently, outside run_cell)."""
+            from course.grade import integrity
+
+            msg_id = self.kc.execute(
+                "", silent=True, store_history=False, user_expressions={"fingerprint": integrity.FINGERPRINT}
+            )
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                try:
+                    msg = await self.kc.get_shell_msg(timeout=remaining)
+                except Exception:  # queue.Empty on timeout
+                    return None
+                if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                    return integrity.parse(msg.get("content", {}))
+
+        def _fingerprint(self) -> dict | None:
+            from nbclient.util import run_sync
+
+            return run_sync(self._async_fingerprint)()
+
+        def _tampered(self, cell, index: int) -> bool:
+            """Before a test cell: if the kernel's hooks changed, fail the cell unrun and report it."""
+            from course.grade import integrity
+
+            if self._pristine is None:
+                return False
+            if not self.kc or not self.km:
+                return False
+            changed = integrity.changes(self._pristine, self._fingerprint())
+            if not changed:
+                return False
+            cell.outputs = []
+            message = (
+                "this test was not run: the kernel was tampered with before it ("
+                + ", ".join(changed)
+                + " changed), so it scores 0"
+            )
+            _fail(cell, scoring.TAMPERED, message)
+            self._event(cell, index, "tampered", message)
+            grade_id = self._cell_key(cell, index)
+            findings = record(self.resources).setdefault("tampering", [])
+            notebook = self.resources.get("nbgrader", {}).get("notebook", "")
+            if not any(f["kind"] == "kernel" for f in findings):
+                findings.append(
+                    {
+                        "notebook": notebook,
+                        "grade_id": grade_id,
+                        "kind": "kernel",
+                        "detail": "changed before " + grade_id + ": " + ", ".join(changed),
+                    }
+                )
+            return True
+
         def _report_blocked_imports(self, spec, resources) -> None:
             """Name each refused import of a blocked package (course.grade.guard) in the tamper report."""
             from course.grade.guard import attempts
@@ -191,13 +260,16 @@ def sandbox_execute_class():
             data = read_regular(os.path.join(spec.ipc_dir, "kernel.log"), limit=256 * 1024) or b""
             findings = record(resources).setdefault("tampering", [])
             notebook = resources.get("nbgrader", {}).get("notebook", "")
-            for name in attempts(data.decode("utf-8", "replace")):
+            counts = Counter(attempts(data.decode("utf-8", "replace")))
+            for name, count in counts.items():
+                times = "once" if count == 1 else f"{count} times"
+                detail = f"tried to import {safe_text(name, 120)} ({times}), which graded notebooks cannot use"
                 findings.append(
                     {
                         "notebook": notebook,
                         "grade_id": "",
                         "kind": "blocked-import",
-                        "detail": f"tried to import {safe_text(name, 120)}, which graded notebooks cannot use",
+                        "detail": detail,
                     }
                 )
 
@@ -239,6 +311,8 @@ def sandbox_execute_class():
                         self._event(cell, index, "not-run", message)
                     continue
                 try:
+                    if scoring.is_test_cell(cell) and self._tampered(cell, index):
+                        continue
                     self.preprocess_cell(cell, self.resources, index)
                 except DeadKernelError:
                     reason = self._exit_reason(spec)
@@ -279,22 +353,35 @@ def sandbox_execute_class():
             return await super()._async_handle_timeout(timeout, cell)
 
         def output(self, outs, msg, display_id, cell_index):
-            """Keep at most ``max_output_bytes`` per cell; always keep errors."""
+            """Keep at most ``max_output_bytes`` per cell and :data:`NOTEBOOK_OUTPUT_FACTOR` times that per notebook.
+
+            Errors are kept (they decide the score) but clipped, at most
+            :data:`MAX_ERRORS_PER_CELL` per cell, and they count too.
+            """
             if msg["msg_type"] == "error":
+                errors = self._errors.get(cell_index, 0)
+                if errors >= MAX_ERRORS_PER_CELL:
+                    return None  # the cell already failed; more tracebacks add nothing
+                self._errors[cell_index] = errors + 1
                 content = msg["content"]
+                content["ename"] = _clip(str(content.get("ename", "")), 200)
                 content["evalue"] = _clip(str(content.get("evalue", "")))
                 content["traceback"] = [_clip(str(line)) for line in content.get("traceback", [])[:200]]
+                self._notebook_bytes += len(content["evalue"]) + sum(len(line) for line in content["traceback"])
                 return super().output(outs, msg, display_id, cell_index)
             limit = self.max_output_bytes
             used = self._output_bytes.get(cell_index, 0)
             size = _message_size(msg)
-            if limit < 0 or used + size <= limit:
+            total_room = self.max_notebook_bytes - self._notebook_bytes
+            if limit < 0 or (used + size <= limit and size <= total_room):
                 self._output_bytes[cell_index] = used + size
+                self._notebook_bytes += size
                 return super().output(outs, msg, display_id, cell_index)
             if used > limit:
                 return None  # already cut, note already added
             self._output_bytes[cell_index] = limit + 1
-            room = max(0, limit - used)
+            room = max(0, min(limit - used, total_room))
+            self._notebook_bytes += room
             if msg["msg_type"] == "stream":
                 text = msg["content"]["text"].encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
                 msg["content"]["text"] = text + TRUNCATED.format(limit=limit)
@@ -302,6 +389,14 @@ def sandbox_execute_class():
                 msg = dict(msg, msg_type="stream", content={"name": "stdout", "text": TRUNCATED.format(limit=limit)})
                 msg["header"] = dict(msg.get("header", {}), msg_type="stream")
             return super().output(outs, msg, display_id, cell_index)
+
+        def _update_display_id(self, display_id, msg):
+            """An update of an earlier display counts against the notebook's output budget too."""
+            size = _message_size(msg)
+            if size > self.max_notebook_bytes - self._notebook_bytes:
+                return None
+            self._notebook_bytes += size
+            return super()._update_display_id(display_id, msg)
 
     _CLASS = SandboxExecute
     return _CLASS

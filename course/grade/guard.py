@@ -37,15 +37,18 @@ REPORT = "course-grade: blocked import of "
 class BlockedPackages:
     """A ``sys.meta_path`` finder that refuses the blocked packages and reports each attempt."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], report_fd: int = -1) -> None:
         self.names = frozenset(names)
+        #: A copy of the kernel log's descriptor, taken before ipykernel
+        #: redirects fd 2 into the notebook's output.
+        self.report_fd = report_fd
 
     def find_spec(self, fullname: str, path=None, target=None):
         """Refuse a blocked package or any of its modules; leave every other name to the next finder."""
         if fullname.partition(".")[0] not in self.names:
             return None
         try:
-            os.write(2, f"{REPORT}{fullname}\n".encode("ascii", "backslashreplace"))
+            os.write(self.report_fd, f"{REPORT}{fullname}\n".encode("ascii", "backslashreplace"))
         except OSError:
             pass
         raise ModuleNotFoundError(
@@ -69,18 +72,26 @@ def install(names: list[str]) -> None:
     for name in list(sys.modules):
         if name.partition(".")[0] in blocked:
             del sys.modules[name]
-    sys.meta_path.insert(0, BlockedPackages(names))
+    try:
+        report_fd = os.dup(2)  # the kernel log, before ipykernel captures fd 2
+    except OSError:
+        report_fd = -1
+    sys.meta_path.insert(0, BlockedPackages(names, report_fd))
     import importlib
 
     importlib.invalidate_caches()
 
 
 def attempts(log_text: str) -> list[str]:
-    """Module names the guard refused, from the kernel log's text (in order, each once)."""
+    """Module names the guard refused, from the kernel log's text, one per attempt, in order.
+
+    ``import course.pipelines`` imports ``course`` first, so it is refused
+    (and named) as ``course``.
+    """
     found: list[str] = []
     for line in log_text.splitlines():
         if line.startswith(REPORT):
             name = line[len(REPORT) :].strip()[:200]
-            if name and name not in found:
+            if name:
                 found.append(name)
     return found

@@ -189,12 +189,47 @@ def _provisioner_class():
     return ZygoteProvisioner
 
 
+#: Largest message the grader accepts from a kernel: a bigger one closes the
+#: connection (ZMQ_MAXMSGSIZE) instead of landing in the grader's memory.
+MAX_MESSAGE_BYTES = 64 * 2**20
+
+
+def capped_client_class():
+    """An AsyncKernelClient whose sockets refuse messages over :data:`MAX_MESSAGE_BYTES`.
+
+    Student code can send one huge message (``display({"text/plain": "x" * 10**9}, raw=True)``);
+    the output caps act only once it has arrived, so the limit is set on the socket itself.
+    """
+    import zmq
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.connect import channel_socket_types
+
+    class CappedKernelClient(AsyncKernelClient):
+        """A kernel client that cannot be made to hold a message larger than the cap."""
+
+        def _create_connected_socket(self, channel, identity=None):
+            sock = self.context.socket(channel_socket_types[channel])
+            sock.linger = 1000
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            if identity:
+                sock.identity = identity
+            if getattr(self, "curve_publickey", None) is not None:
+                sock.curve_secretkey = self.curve_secretkey
+                sock.curve_publickey = self.curve_publickey
+                sock.curve_serverkey = self.curve_publickey
+            sock.connect(self._make_url(channel))
+            return sock
+
+    return CappedKernelClient
+
+
 def sandbox_kernel_manager_class():
     """The KernelManager class for sandboxed kernels (built lazily, see above)."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import Any, Unicode
 
     provisioner_class = _provisioner_class()
+    client_class = capped_client_class()
 
     class SandboxKernelManager(AsyncKernelManager):
         """An AsyncKernelManager whose kernels come from the zygote, over ipc."""
@@ -202,6 +237,10 @@ def sandbox_kernel_manager_class():
         box_spec = Any(help="the BoxSpec of the kernel to start")
         zygote = Any(help="the ZygoteClient to ask")
         kernel_log = Unicode("", help="file receiving the kernel's own stdout/stderr")
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.client_factory = client_class
 
         async def _async_pre_start_kernel(self, **kw):
             self.kernel_id = self.kernel_id or kw.pop("kernel_id", None) or str(uuid.uuid4())

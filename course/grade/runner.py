@@ -222,7 +222,25 @@ class Kernels:
                     handle.write(b"--- zygote ---\n" + log)
         except OSError:
             pass
+        _unmount_under(self.run_dir)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _unmount_under(folder: str) -> None:
+    """Detach any kernel ipc tmpfs a killed worker left mounted under ``folder``."""
+    from course.grade.sandbox import SandboxError, umount
+
+    try:
+        with open("/proc/self/mountinfo") as handle:
+            points = [line.split()[4] for line in handle]
+    except OSError:
+        return
+    for point in sorted(points, key=len, reverse=True):
+        if point.startswith(folder.rstrip("/") + "/"):
+            try:
+                umount(point)
+            except SandboxError:
+                pass
 
 
 def make_run_dir(settings: Settings, root: str = "") -> str:
@@ -431,21 +449,11 @@ def grade(settings: Settings) -> int:
         reason = unavailable_reason()
         if reason:
             raise CourseError(f"{reason}; pass --no-sandbox to grade without isolation (only for trusted code)")
-    uid_range = None
-    if settings.sandbox:
-        from course.grade import uids
-
-        uid_range = uids.allocate(settings.uid_base, max(1, settings.jobs))
-        settings.uid_base = uid_range.base
+    kernels = Kernels(settings)
     try:
-        kernels = Kernels(settings)
-        try:
-            return _grade(settings, kernels, timeline, started, wall_start)
-        finally:
-            kernels.close(settings)
+        return _grade(settings, kernels, timeline, started, wall_start)
     finally:
-        if uid_range is not None:
-            uid_range.release()
+        kernels.close(settings)
 
 
 def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float, wall_start: float) -> int:
@@ -474,7 +482,18 @@ def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float,
         settings.jobs = max(1, min(settings.jobs, len(todo)))
         timeline["checks_done"] = round(time.time() - wall_start, 3)
         timeline["preload_modules"] = kernels.modules
-        done = run_workers(settings, kernels.run_dir, notebooks, todo, kernels.zygote, timeline, wall_start)
+        uid_range = None
+        if settings.sandbox:
+            from course.grade import uids
+
+            # Held until the workers are gone; another run picks the next range.
+            uid_range = uids.allocate(settings.uid_base, settings.jobs)
+            settings.uid_base = uid_range.base
+        try:
+            done = run_workers(settings, kernels.run_dir, notebooks, todo, kernels.zygote, timeline, wall_start)
+        finally:
+            if uid_range is not None:
+                uid_range.release()
     timeline["finished"] = round(time.time() - wall_start, 3)
     export.write_json(
         settings.results_dir / "run.json",

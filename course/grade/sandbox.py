@@ -186,6 +186,24 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
     _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
+def umount(target: str) -> None:
+    """``umount2(target, MNT_DETACH)``: detach a mount now, free it when no longer busy."""
+    _libc().umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    _check(_libc().umount2(os.fsencode(target), 2), f"umount {target}")
+
+
+def mount_ipc(path: str, uid: int, gid: int, size_kb: int = 4096, inodes: int = 64) -> None:
+    """Give a kernel's connection folder its own small tmpfs, owned by the kernel's uid.
+
+    The kernel must create its sockets there, on the host side of the
+    sandbox, so the folder is writable by the student's code: its own
+    size- and inode-limited file system keeps that from filling the host
+    (``/run`` is memory) or anyone else's space.
+    """
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size_kb}k,nr_inodes={inodes},mode=0700")
+    os.chown(path, uid, gid)
+
+
 def prctl(option: int, value: int) -> None:
     """``prctl(2)`` with one argument."""
     _check(_libc().prctl(option, value, 0, 0, 0), f"prctl {option}")
