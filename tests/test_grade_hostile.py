@@ -30,6 +30,7 @@ import classroom as cls  # noqa: E402
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 10
+BUDGET = 25  # seconds all cells of one submission may run together
 
 
 def _sandbox_missing() -> str | None:
@@ -155,6 +156,59 @@ get_ipython().set_custom_exc((Exception,), lambda shell, etype, value, tb, tb_of
 """
 
 
+MANY_ERRORS = """
+try:
+    1 / 0
+except ZeroDivisionError:
+    for _ in range(3000):
+        get_ipython().showtraceback()
+"""
+
+DISPLAY_UPDATES = """
+handle = display("start", display_id=True)
+for i in range(60):
+    handle.update("y" * 2_000_000)
+"""
+
+FILL_IPC = """
+import os
+from ipykernel.kernelapp import IPKernelApp
+ipc = os.path.dirname(IPKernelApp.instance().connection_file)
+written = files = 0
+try:
+    with open(os.path.join(ipc, "fill.bin"), "wb") as handle:
+        for _ in range(200):
+            handle.write(b"x" * 2**20)
+            handle.flush()
+            written += 2**20
+except OSError as error:
+    print("ipc write stopped", type(error).__name__)
+try:
+    for i in range(5000):
+        open(os.path.join(ipc, f"f{i}"), "w").close()
+        files += 1
+except OSError as error:
+    print("ipc files stopped", type(error).__name__)
+print("IPC", written, files)
+"""
+
+
+def flood_cells(nb) -> None:
+    """Twenty extra cells after the setup, each printing just under the per-cell cap."""
+    at = cls.cell_index(nb, "relu")
+    for _ in range(20):
+        nb.cells.insert(at, nbformat.v4.new_code_cell("print('z' * 990_000)"))
+
+
+def many_cells(nb) -> None:
+    """More code cells than a submission may have."""
+    nb.cells += [nbformat.v4.new_code_cell("") for _ in range(600)]
+
+
+def sleepy(seconds: int, source: str) -> str:
+    return f"import time\ntime.sleep({seconds})\n" + source
+
+
 def log_swap_code(kind: str) -> str:
     """Replace the kernel's own log with a link to a root-only file or a FIFO, then exit with the supervisor's code."""
     make = "os.symlink('/etc/shadow', log)" if kind == "link" else "os.mkfifo(log)"
@@ -230,7 +284,8 @@ def hostile(tmp_path_factory):
     reason = _sandbox_missing()
     if reason:
         pytest.skip(f"sandbox unavailable: {reason}")
-    course = cls.new_course(tmp_path_factory.mktemp("hostile"), "c.CourseGrade.memory_mb = 1024\n")
+    config = f"c.CourseGrade.memory_mb = 1024\nc.CourseGrade.submission_seconds = {BUDGET}\n"
+    course = cls.new_course(tmp_path_factory.mktemp("hostile"), config)
     server = Server()
     submit = cls.submit_answers
     correct = cls.CORRECT
@@ -285,6 +340,13 @@ def hostile(tmp_path_factory):
     submit(course, "reads_notebook", {**correct, "relu": READ_NOTEBOOKS + cls.RELU})
     submit(course, "echo_tests", {**correct, "normalize": ECHO_TESTS + cls.NORMALIZE})
     submit(course, "fake_timeout", {**correct, "pick_device": FAKE_TIMEOUT})
+    submit(course, "many_errors", {**correct, "relu": MANY_ERRORS + cls.RELU})
+    submit(course, "display_updates", {**correct, "relu": DISPLAY_UPDATES + cls.RELU})
+    submit(course, "flood_cells", correct, edit=flood_cells)
+    submit(course, "fill_ipc", {**correct, "relu": FILL_IPC + cls.RELU})
+    submit(course, "many_cells", correct, edit=many_cells)
+    slow = {name: sleepy(9, source) for name, source in correct.items()}
+    submit(course, "sleepy", slow)
     submit(course, "transformer", {"relu": TRANSFORMER + cls.RELU_WRONG})
     submit(course, "custom_exc", {"relu": CUSTOM_EXC + cls.RELU_WRONG})
     submit(course, "log_link", {**correct, "pick_device": log_swap_code("link")})
@@ -341,7 +403,7 @@ def outputs_text(course: Path, student: str, grade_id: str) -> str:
 def test_run_completes_and_grades_everyone(hostile):
     proc = hostile["proc"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(hostile["results"]) == 33
+    assert len(hostile["results"]) == 39
     assert all(r["status"] == "graded" and r["max_score"] == cls.MAX_SCORE for r in hostile["results"].values())
 
 
@@ -379,6 +441,12 @@ def test_run_completes_and_grades_everyone(hostile):
         ("link_source", 0),
         ("fifo", 0),
         ("link_folder", 0),
+        ("many_errors", 7),
+        ("display_updates", 7),
+        ("flood_cells", 7),
+        ("fill_ipc", 7),
+        ("many_cells", 0),
+        ("sleepy", 4),
         ("transformer", 0),
         ("custom_exc", 0),
     ],
@@ -429,7 +497,7 @@ def test_fork_bomb_is_bounded(hostile):
     c = cells(hostile["results"]["fork_bomb"])
     assert c["test_relu"]["status"] == c["test_relu_hidden"]["status"] == "passed"
     for grade_id in ("test_pick_device", "test_normalize", "test_labels"):
-        assert c[grade_id]["status"] in ("timeout", "kernel-died", "not-run", "failed")
+        assert c[grade_id]["status"] in ("timeout", "kernel-died", "not-run", "failed", "budget")
     from course.grade.sandbox import processes_of
 
     run = json.loads((hostile["course"] / "results" / "ps_fixture" / "run.json").read_text())
@@ -657,7 +725,7 @@ def test_special_files_in_submitted_are_rejected_unread(hostile, student, words)
 def test_a_second_run_regrades_nothing(hostile):
     again = hostile["again"]
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "graded 0 submission(s)" in again.stdout and "skipped 33 already graded" in again.stdout
+    assert "graded 0 submission(s)" in again.stdout and "skipped 39 already graded" in again.stdout
 
 
 @pytest.mark.parametrize("student, what", [("transformer", "input transformers"), ("custom_exc", "custom exception")])
@@ -668,3 +736,26 @@ def test_a_subverted_kernel_scores_nothing_and_is_named(hostile, student, what):
     assert c["test_relu"]["status"] == "tampered" and what in c["test_relu"]["message"]
     found = [f for f in result["tampering"] if f["kind"] == "kernel"]
     assert found and what in found[0]["detail"] and found[0]["grade_id"] == "test_relu"
+
+
+@pytest.mark.parametrize("student", ["big_output", "many_errors", "display_updates", "flood_cells"])
+def test_everything_stored_per_notebook_is_capped(hostile, student):
+    nb_path = hostile["course"] / "autograded" / student / "ps_fixture" / "ps_fixture.ipynb"
+    assert nb_path.stat().st_size < 10_000_000, nb_path.stat().st_size
+    page = hostile["course"] / "feedback" / student / "ps_fixture" / "ps_fixture.html"
+    assert page.stat().st_size < 12_000_000
+
+
+def test_the_ipc_folder_has_its_own_small_quota(hostile):
+    text = outputs_text(hostile["course"], "fill_ipc", "relu")
+    written, files = (int(x) for x in text.split("IPC", 1)[1].split()[:2])
+    assert written <= 4 * 2**20 and files < 64, text
+
+
+def test_cell_count_and_time_budget(hostile):
+    nb = hostile["results"]["many_cells"]["notebooks"][0]
+    assert nb["status"] == "rejected" and "600 code cells" in nb["reason"]
+    c = cells(hostile["results"]["sleepy"])
+    assert c["test_pick_device"]["status"] == "passed"
+    assert c["test_normalize"]["status"] == "budget" and f"budget of {BUDGET} s" in c["test_normalize"]["message"]
+    assert c["test_labels"]["status"] == "not-run"

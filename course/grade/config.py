@@ -211,3 +211,15 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def nbgrader_overrides(settings: Settings):
+    """nbgrader configuration that ``course grade`` imposes over nbgrader_config.py."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.OverwriteCells.add_missing_cells = True  # tests always run from the instructor's copy
+    config.CourseSaveAutoGrades.stderr_fails = bool(settings.stderr_fails)
+    if settings.timeout is not None:
+        config.Execute.timeout = int(settings.timeout) if float(settings.timeout).is_integer() else settings.timeout
+    return config

@@ -23,6 +23,7 @@ handling of error replies) is inherited.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -32,8 +33,6 @@ from course.grade import scoring
 from course.grade.context import current
 from course.grade.safeio import read_regular
 from course.grade.text import safe_text
-
-_CLASS = None
 
 TRUNCATED = "\n[output truncated: this cell produced more than {limit} bytes of output]\n"
 #: The outputs of all cells of a notebook together: this many times the per-cell cap.
@@ -63,18 +62,16 @@ def _fail(cell, ename: str, message: str) -> None:
     cell.outputs.append(NotebookNode(scoring.error_output(ename, message)))
 
 
+@functools.cache
 def sandbox_execute_class():
     """Build (once) the SandboxExecute class on top of nbgrader's Execute."""
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
 
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbgrader.preprocessors import Execute
     from traitlets import Integer
 
     from course.grade.kernel import sandbox_kernel_manager_class
-    from course.grade.preprocessors import record
+    from course.grade.records import record
     from course.grade.sandbox import kill_leftovers_of
 
     class SandboxExecute(Execute):
@@ -398,8 +395,7 @@ def sandbox_execute_class():
             self._notebook_bytes += size
             return super()._update_display_id(display_id, msg)
 
-    _CLASS = SandboxExecute
-    return _CLASS
+    return SandboxExecute
 
 
 class KernelStartError(RuntimeError):

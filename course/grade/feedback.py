@@ -15,6 +15,7 @@ gets a short HTML page saying why, in the same place.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -23,8 +24,6 @@ from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 HIDDEN_NOTE = "(the lines of hidden tests are not shown)"
-
-_CACHE: dict = {}
 
 
 def strip_ansi(text: str) -> str:
@@ -99,10 +98,9 @@ def scrub_output(output: dict, execution_count: int | None, secret_lines: list[s
                 del data[mime]
 
 
+@functools.cache
 def hide_hidden_tests_class():
     """nbgrader's ClearHiddenTests, extended to scrub tracebacks (built lazily)."""
-    if "hide" in _CACHE:
-        return _CACHE["hide"]
     from nbgrader.preprocessors import ClearHiddenTests
 
     class HideHiddenTests(ClearHiddenTests):
@@ -129,18 +127,16 @@ def hide_hidden_tests_class():
                     scrub_output(output, cell.get("execution_count") if own else None, secret)
             return super().preprocess_cell(cell, resources, cell_index)
 
-    _CACHE["hide"] = HideHiddenTests
     return HideHiddenTests
 
 
+@functools.cache
 def course_feedback_class():
     """nbgrader's GenerateFeedback, keeping its HTML exporter from one student to the next.
 
     nbgrader builds a fresh exporter per run, which recompiles the HTML
     templates (~0.3 s); a worker writes feedback for many students.
     """
-    if "feedback" in _CACHE:
-        return _CACHE["feedback"]
     from nbconvert.writers import FilesWriter
     from nbgrader.converters import GenerateFeedback
 
@@ -164,26 +160,23 @@ def course_feedback_class():
             finally:
                 os.chdir(here)
 
-    _CACHE["feedback"] = CourseFeedback
     return CourseFeedback
 
 
+@functools.cache
 def _converter(app, show_hidden_tests: bool):
     """This worker's feedback converter, configured once."""
     from nbgrader.preprocessors import GetGrades
 
     from course.grade.preprocessors import locked_class
 
-    converter = _CACHE.get(("converter", id(app)))
-    if converter is None:
-        converter = course_feedback_class()(coursedir=app.coursedir, parent=app)
-        converter.force = True
-        steps = [locked_class(p) if p is GetGrades else p for p in converter.preprocessors]
-        if not show_hidden_tests:
-            # Right after the grades are read, before anything renders the source.
-            steps.insert(1, hide_hidden_tests_class())
-        converter.preprocessors = steps
-        _CACHE[("converter", id(app))] = converter
+    converter = course_feedback_class()(coursedir=app.coursedir, parent=app)
+    converter.force = True
+    steps = [locked_class(p) if p is GetGrades else p for p in converter.preprocessors]
+    if not show_hidden_tests:
+        # Right after the grades are read, before anything renders the source.
+        steps.insert(1, hide_hidden_tests_class())
+    converter.preprocessors = steps
     return converter
 
 

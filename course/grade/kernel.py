@@ -14,6 +14,7 @@ expects (``poll``, ``wait``, ``send_signal``, ``kill``, ``returncode``).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -162,6 +163,7 @@ def ipykernel_args(cmd: list[str]) -> list[str] | None:
     return list(cmd[3:]) if same else None
 
 
+@functools.cache
 def _provisioner_class():
     """Build the provisioner class (jupyter_client is imported only when grading)."""
     from jupyter_client.provisioning import LocalProvisioner
@@ -194,6 +196,7 @@ def _provisioner_class():
 MAX_MESSAGE_BYTES = 64 * 2**20
 
 
+@functools.cache
 def capped_client_class():
     """An AsyncKernelClient whose sockets refuse messages over :data:`MAX_MESSAGE_BYTES`.
 
@@ -223,6 +226,7 @@ def capped_client_class():
     return CappedKernelClient
 
 
+@functools.cache
 def sandbox_kernel_manager_class():
     """The KernelManager class for sandboxed kernels (built lazily, see above)."""
     from jupyter_client.manager import AsyncKernelManager

@@ -8,17 +8,20 @@ per cell and then one note.  Student code can undo this (it runs in the
 same process), so the grader enforces the same budget on what arrives;
 this class only keeps honest-but-chatty cells cheap.
 
-The class is built on first access (PEP 562 ``__getattr__``) so that
-importing this module does not import ipykernel.
+The class is built on first access (PEP 562 ``__getattr__``, the builder
+cached with ``functools.cache`` like every lazily built class of
+``course.grade``) so that importing this module does not import ipykernel.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 NOTE = "\n[output truncated: this cell printed more than {limit} characters]\n"
 
 
+@functools.cache
 def _build():
     from ipykernel.iostream import OutStream
 
@@ -51,7 +54,5 @@ def _build():
 
 def __getattr__(name: str):
     if name == "CappedOutStream":
-        cls = _build()
-        globals()[name] = cls
-        return cls
+        return _build()
     raise AttributeError(name)

@@ -31,29 +31,15 @@ configuration written for nbgrader's class still applies.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 
 from course.grade import gradebook, scoring, tamper
-
-#: What the sanitize/execute steps learned about each notebook of this
-#: worker, keyed by (student, notebook): tampering findings, timings.
-RECORDS: dict[tuple[str, str], dict] = {}
-
-#: Submitted notebooks this worker found unreadable (absolute paths): nbgrader skips them.
-SKIP: set[str] = set()
-
-_CACHE: dict[str, type] = {}
-_LOCKED: dict[type, type] = {}
+from course.grade.records import SKIP, record
 
 #: Larger submitted notebooks are refused rather than loaded.
 MAX_NOTEBOOK_BYTES = 200 * 1024 * 1024
-
-
-def record(resources: dict) -> dict:
-    """The RECORDS entry for the notebook being converted."""
-    info = resources.get("nbgrader", {})
-    return RECORDS.setdefault((info.get("student", ""), info.get("notebook", "")), {})
 
 
 def notebook_problem(path: str | os.PathLike, max_cells: int = 500) -> str | None:
@@ -93,12 +79,15 @@ def notebook_problem(path: str | os.PathLike, max_cells: int = 500) -> str | Non
     return None
 
 
+@functools.cache
 def locked_class(cls: type) -> type:
-    """A subclass of ``cls`` whose ``preprocess`` holds the gradebook lock."""
-    if cls in _LOCKED:
-        return _LOCKED[cls]
+    """A subclass of ``cls`` whose ``preprocess`` holds the gradebook lock (one per class)."""
+    if getattr(cls, "_holds_gradebook_lock", False):
+        return cls
 
     class Locked(cls):
+        _holds_gradebook_lock = True
+
         def preprocess(self, nb, resources):
             with gradebook.locked():
                 return super().preprocess(nb, resources)
@@ -106,15 +95,12 @@ def locked_class(cls: type) -> type:
     Locked.__name__ = cls.__name__
     Locked.__qualname__ = cls.__qualname__
     Locked.__doc__ = f"{cls.__doc__ or cls.__name__} (under the gradebook lock)"
-    _LOCKED[cls] = Locked
-    _LOCKED[Locked] = Locked
     return Locked
 
 
+@functools.cache
 def restore_released_cells_class() -> type:
     """Build the RestoreReleasedCells preprocessor (see the module docstring)."""
-    if "restore" in _CACHE:
-        return _CACHE["restore"]
     import nbformat
     from nbgrader.preprocessors import NbGraderPreprocessor
 
@@ -163,10 +149,10 @@ def restore_released_cells_class() -> type:
                     cell.metadata["nbgrader"] = copy.deepcopy(ref.metadata["nbgrader"])
             return nb, resources
 
-    _CACHE["restore"] = RestoreReleasedCells
     return RestoreReleasedCells
 
 
+@functools.cache
 def overwrite_cells_class() -> type:
     """Build nbgrader's OverwriteCells with ``add_missing_task_cells`` fixed (same class name).
 
@@ -177,8 +163,6 @@ def overwrite_cells_class() -> type:
     ``grade_id`` and raises ``KeyError: 'grade_id'``.  Here such cells are
     simply not task cells.
     """
-    if "overwrite" in _CACHE:
-        return _CACHE["overwrite"]
     from nbgrader.preprocessors import OverwriteCells as NbgraderOverwriteCells
 
     class OverwriteCells(NbgraderOverwriteCells):
@@ -194,14 +178,12 @@ def overwrite_cells_class() -> type:
                     nb.cells.append(cell)
             return nb, resources
 
-    _CACHE["overwrite"] = OverwriteCells
     return OverwriteCells
 
 
+@functools.cache
 def course_save_autogrades_class() -> type:
     """Build CourseSaveAutoGrades: nbgrader's SaveAutoGrades, stderr-tolerant by default."""
-    if "save" in _CACHE:
-        return _CACHE["save"]
     from nbgrader.preprocessors import SaveAutoGrades
     from traitlets import Bool
 
@@ -219,14 +201,12 @@ def course_save_autogrades_class() -> type:
             grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
             self.gradebook.db.commit()
 
-    _CACHE["save"] = CourseSaveAutoGrades
     return CourseSaveAutoGrades
 
 
+@functools.cache
 def course_autograde_class() -> type:
     """Build CourseAutograde, nbgrader's Autograde converter with the swaps above."""
-    if "autograde" in _CACHE:
-        return _CACHE["autograde"]
     from nbgrader.converters import Autograde
     from nbgrader.preprocessors import AssignLatePenalties, Execute, OverwriteCells, SaveAutoGrades
 
@@ -268,5 +248,4 @@ def course_autograde_class() -> type:
             info["release"] = os.path.join(release, info["notebook"] + ".ipynb")
             return resources
 
-    _CACHE["autograde"] = CourseAutograde
     return CourseAutograde

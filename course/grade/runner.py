@@ -39,19 +39,6 @@ from course.grade.config import Settings, apply_config_file, find_course_dir, lo
 from course.grade.safeio import private_append, read_regular
 from course.grade.text import safe_text
 
-
-def nbgrader_overrides(settings: Settings):
-    """nbgrader configuration that ``course grade`` imposes over nbgrader_config.py."""
-    from traitlets.config import Config
-
-    config = Config()
-    config.OverwriteCells.add_missing_cells = True  # tests always run from the instructor's copy
-    config.CourseSaveAutoGrades.stderr_fails = bool(settings.stderr_fails)
-    if settings.timeout is not None:
-        config.Execute.timeout = int(settings.timeout) if float(settings.timeout).is_integer() else settings.timeout
-    return config
-
-
 # --------------------------------------------------------------------------
 # checks
 
@@ -112,7 +99,7 @@ def find_submissions(app, assignment: str) -> list[str]:
 
 def already_graded(app, settings: Settings, student: str) -> bool:
     """A JSON result exists, says graded, matches the files, and the autograded copy is there."""
-    from course.grade.worker import fingerprint, submission_dir
+    from course.grade.submissions import fingerprint, submission_dir
 
     result = export.read_json(settings.submission_result(student))
     if not result or result.get("status") != "graded":

@@ -378,6 +378,8 @@ def build_box(spec: BoxSpec) -> None:
     # The connection folder must stay writable: the kernel creates its sockets there.
     mount(spec.box_dir, spec.box_dir, None, MS_BIND | MS_REC)
     _remount(spec.box_dir, readonly=False)
+    if os.path.ismount(spec.ipc_dir):  # its own small tmpfs (see mount_ipc), made read-only above
+        _remount(spec.ipc_dir, readonly=False)
 
     for folder in sorted(set(spec.hide), key=len):
         hide(folder, keep)

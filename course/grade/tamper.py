@@ -62,7 +62,7 @@ def _metadata_changes(released: dict, submitted: dict) -> list[str]:
         if key == "points":
             if released.get("grade") and _points(old) != _points(new):
                 changes.append(f"points {old} -> {new}")
-        elif key != "points" and bool(old) != bool(new):
+        elif bool(old) != bool(new):
             changes.append(f"{key} {old} -> {new}")
     return changes
 

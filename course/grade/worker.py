@@ -16,10 +16,8 @@ the gradebook failed) gets no JSON result, so the next run retries it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import stat
 import sys
 import time
 import traceback
@@ -27,81 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from course.grade import export, gradebook, scoring
-from course.grade.config import Settings
-from course.grade.text import safe_text
+from course.grade.config import Settings, nbgrader_overrides
+from course.grade.submissions import fingerprint, inspect_submission, submission_dir
 
 log = logging.getLogger("course.grade")
-
-
-#: Names of file types a submission must not contain (checked with lstat).
-_FILE_KINDS = {
-    stat.S_IFLNK: "a symbolic link",
-    stat.S_IFIFO: "a FIFO (named pipe)",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-}
-
-
-def inspect_submission(folder: Path) -> tuple[list[Path], list[str]]:
-    """``(regular files, problems)`` of a submission folder, from ``lstat`` alone.
-
-    Nothing is opened or followed: a link, FIFO, socket or device anywhere
-    in ``submitted/<student>/<assignment>/`` (or the folder itself, or the
-    student's folder, being a link) is a problem, named with its path, and
-    the whole submission is rejected without reading a byte of it.
-    """
-    problems: list[str] = []
-    for path in (folder.parent, folder):
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError as error:
-            return [], [f"{path.name} cannot be read ({error.strerror})"]
-        if not stat.S_ISDIR(mode):
-            return [], [f"{path.name} is {_FILE_KINDS.get(stat.S_IFMT(mode), 'not a folder')}, not a folder"]
-    files: list[Path] = []
-    pending = [folder]
-    while pending:
-        current = pending.pop()
-        with os.scandir(current) as entries:
-            for entry in entries:
-                mode = entry.stat(follow_symlinks=False).st_mode
-                rel = Path(entry.path).relative_to(folder)
-                if stat.S_ISDIR(mode):
-                    pending.append(Path(entry.path))
-                elif stat.S_ISREG(mode):
-                    files.append(Path(entry.path))
-                else:
-                    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
-                    problems.append(f"{safe_text(str(rel))} is {kind}; only regular files can be submitted")
-    return sorted(files), sorted(problems)
-
-
-def fingerprint(folder: Path) -> str:
-    """sha256 over the names and contents of every regular file of a submission (no link followed)."""
-    digest = hashlib.sha256()
-    files, problems = inspect_submission(folder)
-    for problem in problems:
-        digest.update(problem.encode() + b"\0")
-    for path in files:
-        digest.update(str(path.relative_to(folder)).encode("utf-8", "surrogateescape") + b"\0")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as error:
-            digest.update(f"unreadable {error.errno}".encode())
-            continue
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def submission_dir(app, student: str, assignment: str) -> Path:
-    """``submitted/<student>/<assignment>/`` as nbgrader's CourseDirectory sees it."""
-    cd = app.coursedir
-    return Path(cd.format_path(cd.submitted_directory, student, assignment))
 
 
 def _cell_results(nb_path: Path, scores: dict, events: dict) -> list[dict]:
@@ -214,7 +141,7 @@ def grade_submission(app, settings: Settings, notebooks: list[str], student: str
     A submission holding anything but regular files and folders is
     rejected whole, before any of it is read (see :func:`inspect_submission`).
     """
-    from course.grade import preprocessors
+    from course.grade import preprocessors, records
 
     started = time.perf_counter()
     waited_before, held_before = gradebook.lock_times()
@@ -230,9 +157,9 @@ def grade_submission(app, settings: Settings, notebooks: list[str], student: str
     else:
         rejected = {name: preprocessors.notebook_problem(path, settings.max_cells) for name, path in files.items()}
         rejected = {name: why for name, why in rejected.items() if why}
-    preprocessors.RECORDS.clear()
-    preprocessors.SKIP.clear()
-    preprocessors.SKIP.update(os.path.abspath(files[name]) for name in rejected if name in files)
+    records.RECORDS.clear()
+    records.SKIP.clear()
+    records.SKIP.update(os.path.abspath(files[name]) for name in rejected if name in files)
 
     ran_nbgrader = not problems and len(rejected) < len(files)
     if ran_nbgrader:
@@ -249,7 +176,7 @@ def grade_submission(app, settings: Settings, notebooks: list[str], student: str
     autograded = Path(cd.format_path(cd.autograded_directory, student, settings.assignment))
     timing = {"autograde": round(time.perf_counter() - started, 3)}
     for name in notebooks:
-        info = preprocessors.RECORDS.get((student, name), {})
+        info = records.RECORDS.get((student, name), {})
         entry = notebook_entry(name, scores.get(name, {}), autograded, files, rejected, info)
         result["tampering"] += info.get("tampering", [])
         for key, value in info.get("timing", {}).items():
@@ -325,7 +252,6 @@ def worker_main(slot: int, settings: Settings, run_dir: str, notebooks: list[str
     from course.grade.config import load_nbgrader_app
     from course.grade.gradebook import GradebookLock, set_lock
     from course.grade.kernel import ZygoteClient
-    from course.grade.runner import nbgrader_overrides
     from course.grade.sandbox import kill_leftovers_of
 
     app = load_nbgrader_app(settings.course_dir, log_level="ERROR")
