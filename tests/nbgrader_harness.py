@@ -1,41 +1,25 @@
-"""Drive nbgrader end to end from pytest: copy, generate, run, fill, autograde.
+"""Drive nbgrader end to end from pytest: copy, generate, fill, run, autograde.
 
-Every assignment in ``grading/source/`` is checked the same way: the source
-version passes its own tests, the released stubs fail them, and ``nbgrader
-autograde`` scores a correct submission, typical mistakes and the untouched
-stubs as expected.  This module holds the steps; a test module only says
-which answers to try and which scores to expect::
+Every assignment in ``grading/source/`` is graded by ``course grade`` in
+``tests/test_assignments.py``, from the cases in ``tests/assignments/<ps>.py``
+(see ``grading/README.md``, "Adding an assignment").  This module holds the
+steps those files share: make a course copy, ``generate`` the release, take the
+instructor's answers (``source_solutions``), write a submission with some
+solution cells replaced (``fill_solutions``), build the shortcut submissions
+that reach the course's own code (``course_shortcuts``), execute a notebook
+without grading it (``run_tests``) and, for plain nbgrader, ``autograde`` a
+class in ONE ``nbgrader autograde`` call::
 
-    from nbgrader_harness import (
-        autograde, course_copy, fill_solutions, generate, run_tests,
-        source_solutions)
+    course = course_copy(tmp_path, "ps0_environment")
+    release_nb = generate(course, "ps0_environment")
+    answers = source_solutions(course / "source/ps0_environment/ps0_environment.ipynb")
+    right = fill_solutions(release_nb, answers, tmp_path / "right.ipynb")
+    scores = autograde(course, "ps0_environment", {"right": right, "stub": release_nb})
+    assert scores["stub"]["score"] == 0
 
-    def test_ps1(tmp_path):
-        course = course_copy(tmp_path, "ps1_attention")
-        release_nb = generate(course, "ps1_attention")
-
-        # The instructor's version passes everything, the stubs fail everything.
-        assert all(run_tests(course / "source/ps1_attention/ps1_attention.ipynb").values())
-        assert not any(run_tests(release_nb).values())
-
-        # Submissions: solution cells are named by their nbgrader grade_id;
-        # cells not named keep the released stub.
-        answers = source_solutions(course / "source/ps1_attention/ps1_attention.ipynb")
-        right = fill_solutions(release_nb, answers, tmp_path / "right.ipynb")
-        wrong = fill_solutions(release_nb, {**answers, "softmax": "def softmax(x): ..."},
-                               tmp_path / "wrong.ipynb")
-        scores = autograde(course, "ps1_attention",
-                           {"stub": release_nb, "right": right, "wrong": wrong})
-        assert scores["right"]["score"] == scores["right"]["max_score"]
-        assert scores["stub"]["score"] == 0
-        assert scores["wrong"]["grades"]["test_softmax_rows"] == 0
-
-Share one ``course_copy`` + ``generate`` per module (a module-scoped fixture
-with ``tmp_path_factory``, as in ``tests/test_ps0.py``): each nbgrader call
-costs seconds of app start-up.  ``autograde`` grades all students in ONE
-nbgrader call (a kernel start and a
-torch import per notebook are the cost; batching avoids paying the app start
-per student).  Pass each student's notebook, not a directory.
+Each nbgrader call costs seconds of app start-up and each notebook a kernel:
+share one course copy and one ``generate`` per module, and grade a whole class
+in one call.
 
 pytest puts ``tests/`` on sys.path (no ``__init__.py`` there, default import
 mode), hence ``import nbgrader_harness``.
