@@ -1,41 +1,25 @@
-"""Drive nbgrader end to end from pytest: copy, generate, run, fill, autograde.
+"""Drive nbgrader end to end from pytest: copy, generate, fill, run, autograde.
 
-Every assignment in ``grading/source/`` is checked the same way: the source
-version passes its own tests, the released stubs fail them, and ``nbgrader
-autograde`` scores a correct submission, typical mistakes and the untouched
-stubs as expected.  This module holds the steps; a test module only says
-which answers to try and which scores to expect::
+Every assignment in ``grading/source/`` is graded by ``course grade`` in
+``tests/test_assignments.py``, from the cases in ``tests/assignments/<ps>.py``
+(see ``grading/README.md``, "Adding an assignment").  This module holds the
+steps those files share: make a course copy, ``generate`` the release, take the
+instructor's answers (``source_solutions``), write a submission with some
+solution cells replaced (``fill_solutions``), build the shortcut submissions
+that reach the course's own code (``course_shortcuts``), execute a notebook
+without grading it (``run_tests``) and, for plain nbgrader, ``autograde`` a
+class in ONE ``nbgrader autograde`` call::
 
-    from nbgrader_harness import (
-        autograde, course_copy, fill_solutions, generate, run_tests,
-        source_solutions)
+    course = course_copy(tmp_path, "ps0_environment")
+    release_nb = generate(course, "ps0_environment")
+    answers = source_solutions(course / "source/ps0_environment/ps0_environment.ipynb")
+    right = fill_solutions(release_nb, answers, tmp_path / "right.ipynb")
+    scores = autograde(course, "ps0_environment", {"right": right, "stub": release_nb})
+    assert scores["stub"]["score"] == 0
 
-    def test_ps1(tmp_path):
-        course = course_copy(tmp_path, "ps1_attention")
-        release_nb = generate(course, "ps1_attention")
-
-        # The instructor's version passes everything, the stubs fail everything.
-        assert all(run_tests(course / "source/ps1_attention/ps1_attention.ipynb").values())
-        assert not any(run_tests(release_nb).values())
-
-        # Submissions: solution cells are named by their nbgrader grade_id;
-        # cells not named keep the released stub.
-        answers = source_solutions(course / "source/ps1_attention/ps1_attention.ipynb")
-        right = fill_solutions(release_nb, answers, tmp_path / "right.ipynb")
-        wrong = fill_solutions(release_nb, {**answers, "softmax": "def softmax(x): ..."},
-                               tmp_path / "wrong.ipynb")
-        scores = autograde(course, "ps1_attention",
-                           {"stub": release_nb, "right": right, "wrong": wrong})
-        assert scores["right"]["score"] == scores["right"]["max_score"]
-        assert scores["stub"]["score"] == 0
-        assert scores["wrong"]["grades"]["test_softmax_rows"] == 0
-
-Share one ``course_copy`` + ``generate`` per module (a module-scoped fixture
-with ``tmp_path_factory``, as in ``tests/test_ps0.py``): each nbgrader call
-costs seconds of app start-up.  ``autograde`` grades all students in ONE
-nbgrader call (a kernel start and a
-torch import per notebook are the cost; batching avoids paying the app start
-per student).  Pass each student's notebook, not a directory.
+Each nbgrader call costs seconds of app start-up and each notebook a kernel:
+share one course copy and one ``generate`` per module, and grade a whole class
+in one call.
 
 pytest puts ``tests/`` on sys.path (no ``__init__.py`` there, default import
 mode), hence ``import nbgrader_harness``.
@@ -48,6 +32,7 @@ the tests.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -88,14 +73,10 @@ def nbgrader(course_dir: Path, *args: str, check: bool = True) -> subprocess.Com
     ``check=False`` nothing is raised: inspect the returned process instead.
     """
     cmd = [sys.executable, "-m", "nbgrader", *args]
-    proc = subprocess.run(
-        cmd, cwd=course_dir, env=_env(), capture_output=True, text=True
-    )
+    proc = subprocess.run(cmd, cwd=course_dir, env=_env(), capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     if check and (proc.returncode != 0 or re.search(r"^\[\w+App \| ERROR\]", log, re.M)):
-        raise NbgraderFailed(
-            f"{' '.join(cmd)} (cwd={course_dir}) exited {proc.returncode}:\n{log}"
-        )
+        raise NbgraderFailed(f"{' '.join(cmd)} (cwd={course_dir}) exited {proc.returncode}:\n{log}")
     return proc
 
 
@@ -138,8 +119,7 @@ def generate(course_dir: Path, assignment: str) -> Path:
     notebooks = _assignment_notebooks(release)
     if len(notebooks) != 1:
         raise FileNotFoundError(
-            f"expected {preferred.name} or a single notebook in {release}, "
-            f"found {[p.name for p in notebooks]}"
+            f"expected {preferred.name} or a single notebook in {release}, found {[p.name for p in notebooks]}"
         )
     return notebooks[0]
 
@@ -229,16 +209,11 @@ def fill_solutions(release_nb_path: Path, answers: dict[str, str], out_path: Pat
     cannot silently leave a stub in place.
     """
     nb = nbformat.read(release_nb_path, as_version=4)
-    solution_cells = {
-        _nbgrader_meta(c)["grade_id"]: c
-        for c in nb.cells
-        if _nbgrader_meta(c).get("solution")
-    }
+    solution_cells = {_nbgrader_meta(c)["grade_id"]: c for c in nb.cells if _nbgrader_meta(c).get("solution")}
     unknown = sorted(set(answers) - set(solution_cells))
     if unknown:
         raise KeyError(
-            f"not solution cells of {release_nb_path.name}: {unknown}; "
-            f"solution cells are {sorted(solution_cells)}"
+            f"not solution cells of {release_nb_path.name}: {unknown}; solution cells are {sorted(solution_cells)}"
         )
     for grade_id, source in answers.items():
         solution_cells[grade_id].source = source
@@ -257,9 +232,7 @@ def source_solutions(source_nb_path: Path) -> dict[str, str]:
     nb = nbformat.read(source_nb_path, as_version=4)
     markers = ("### BEGIN SOLUTION", "### END SOLUTION")
     return {
-        _nbgrader_meta(c)["grade_id"]: "\n".join(
-            line for line in c.source.splitlines() if line.strip() not in markers
-        )
+        _nbgrader_meta(c)["grade_id"]: "\n".join(line for line in c.source.splitlines() if line.strip() not in markers)
         for c in nb.cells
         if _nbgrader_meta(c).get("solution")
     }
@@ -295,9 +268,7 @@ def read_scores(course_dir: Path, assignment: str, student: str) -> dict:
     db_url = f"sqlite:///{course_dir / 'gradebook.db'}"
     with Gradebook(db_url, COURSE_ID) as gb:
         sub = gb.find_submission(assignment, student)
-        grades = {
-            grade.name: grade.score for nb in sub.notebooks for grade in nb.grades
-        }
+        grades = {grade.name: grade.score for nb in sub.notebooks for grade in nb.grades}
         return {
             "score": sub.score,
             "max_score": sub.max_score,
@@ -306,9 +277,7 @@ def read_scores(course_dir: Path, assignment: str, student: str) -> dict:
         }
 
 
-def autograde(
-    course_dir: Path, assignment: str, submissions: dict[str, Path], check: bool = True
-) -> dict[str, dict]:
+def autograde(course_dir: Path, assignment: str, submissions: dict[str, Path], check: bool = True) -> dict[str, dict]:
     """Autograde several students in one ``nbgrader autograde`` call.
 
     ``submissions`` maps a student id to a notebook path.  Returns, per
@@ -320,3 +289,105 @@ def autograde(
         _place_submission(course_dir, assignment, student, Path(nb_path))
     nbgrader(course_dir, "autograde", assignment, "--force", check=check)
     return {s: read_scores(course_dir, assignment, s) for s in submissions}
+
+
+def grade_ids(nb) -> tuple[dict[str, float], list[str]]:
+    """The notebook's autograded test cells ``{grade_id: points}`` and its solution cells' grade_ids."""
+    tests, solutions = {}, []
+    for cell in nb.cells:
+        meta = _nbgrader_meta(cell)
+        if meta.get("solution"):
+            solutions.append(meta["grade_id"])
+        elif cell.cell_type == "code" and meta.get("grade"):
+            tests[meta["grade_id"]] = meta.get("points", 0)
+    return tests, solutions
+
+
+def _region_lines(nb, begin: str, end: str) -> list[str]:
+    """Distinctive lines between ``begin``/``end`` markers: not found anywhere outside such regions.
+
+    Short lines (``pass``, ``else:``) and lines that also appear elsewhere in
+    the notebook say nothing about a leak, so they are left out.
+    """
+    inside, outside = [], set()
+    for cell in nb.cells:
+        within = False
+        for line in cell.source.splitlines():
+            text = line.strip()
+            if text in (begin, end):
+                within = text == begin
+            elif within:
+                inside.append(text)
+            else:
+                outside.add(text)
+    return [line for line in dict.fromkeys(inside) if len(line) >= 20 and line not in outside]
+
+
+def hidden_test_lines(nb) -> list[str]:
+    """Distinctive lines of the notebook's hidden tests (for checking that a release does not show them)."""
+    return _region_lines(nb, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+
+
+def solution_lines(nb) -> list[str]:
+    """Distinctive lines of the notebook's solutions (for checking that a release does not show them)."""
+    return _region_lines(nb, "### BEGIN SOLUTION", "### END SOLUTION")
+
+
+#: How each shortcut gets hold of a module of the ``course`` package, as ``lib``.
+#: ``{module}`` is e.g. ``course.pipelines``, ``{names}`` what the answer takes from it;
+#: ``{defining}`` / ``{path}`` the module and source file that define the first name
+#: (students see the path in JupyterHub, where the library is theirs to use).
+SHORTCUT_ROUTES = {
+    "from_import": "import types\nfrom {module} import {names}\nlib = types.SimpleNamespace({pairs})\n",
+    "import_module": 'import importlib\nlib = importlib.import_module("cour" + "se{tail}")\n',
+    "dunder_import": 'lib = __import__("{module}", fromlist=["{first}"])\n',
+    "sys_modules": (
+        "import importlib.util, os, sys\n"
+        'package = sys.modules["course"]          # already loaded in this kernel by someone\n'
+        'path = os.path.join(package.__path__[0], "{relative}")\n'
+        'spec = importlib.util.spec_from_file_location("{defining}", path)\n'
+        "lib = importlib.util.module_from_spec(spec)\n"
+        "sys.modules[spec.name] = lib\n"
+        "spec.loader.exec_module(lib)\n"
+    ),
+    "exec_source": (
+        "import sys, types\n"
+        'lib = types.ModuleType("course_copy")\n'
+        'sys.modules["course_copy"] = lib\n'
+        "with open({path!r}) as handle:\n"
+        '    exec(compile(handle.read(), {path!r}, "exec"), lib.__dict__)\n'
+    ),
+}
+
+
+def course_shortcuts(
+    module: str, names: list[str], cell: str, answer: str, lost: dict[str, float]
+) -> dict[str, tuple[dict[str, str], dict[str, float]]]:
+    """Shortcut submissions, one per route: the answer taken from the course's own ``module``.
+
+    ``answer`` is the solution cell's code written against ``lib`` (the course
+    module however it was reached), e.g. ``"mean_pool = lib.mean_pool"``.
+    Returns ``{route: ({cell: source}, lost)}``, the shape of a case file's
+    ``SHORTCUTS``.  Each works where ``course`` is importable, so each proves
+    something when the grader blocks it.  Imports ``module`` here to find the
+    file that defines ``names[0]`` (the file routes read that file).
+    """
+    import inspect
+
+    defining = inspect.getmodule(getattr(importlib.import_module(module), names[0]))
+    path = Path(defining.__file__)
+    package = Path(importlib.import_module("course").__file__).parent
+    fields = {
+        "module": module,
+        "names": ", ".join(names),
+        "pairs": ", ".join(f"{name}={name}" for name in names),
+        "tail": module[len("course") :],
+        "first": names[0],
+        "defining": defining.__name__,
+        "relative": str(path.relative_to(package)),
+        "path": str(path),
+    }
+    return {
+        route: ({cell: template.format(**fields) + answer.strip() + "\n"}, dict(lost))
+        for route, template in SHORTCUT_ROUTES.items()
+    }
