@@ -621,8 +621,9 @@ requires_root = pytest.mark.skipif(
 @requires_root
 def test_exchange_lets_students_submit_but_not_see_each_others_work_while_graders_see_all(exchange_area):
     exchange, course = exchange_area / "exchange", exchange_area / "course"
+    (exchange_area / "empty-seed").mkdir()
     env = {**os.environ, "COURSE_EXCHANGE_ROOT": str(exchange), "COURSE_ROOT": str(course), "COURSE_ID": "dl101",
-           "COURSE_HUB_GRADER_GID": "2000", "COURSE_GRADING_SEED": str(exchange_area / "no-seed")}  # fmt: skip
+           "COURSE_HUB_GRADER_GID": "2000", "COURSE_GRADING_SEED": str(exchange_area / "empty-seed")}  # fmt: skip
     for _ in range(2):  # idempotent
         subprocess.run(["bash", str(HUB / "init-course-data.sh")], env=env, check=True, capture_output=True)
     modes = {
