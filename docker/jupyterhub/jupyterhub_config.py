@@ -125,7 +125,9 @@ if GPU_MODE == "spread" and not GPU_IDS:
 c.JupyterHub.bind_url = _env("COURSE_HUB_BIND_URL", "http://:8000")
 # The hub's API: on the Docker network every container reaches it by the hub
 # container's name; with the host network, on loopback.
-c.JupyterHub.hub_bind_url = _env("COURSE_HUB_HUB_BIND_URL", "http://127.0.0.1:8081" if HOST_NETWORK else "http://0.0.0.0:8081")
+c.JupyterHub.hub_bind_url = _env(
+    "COURSE_HUB_HUB_BIND_URL", "http://127.0.0.1:8081" if HOST_NETWORK else "http://0.0.0.0:8081"
+)
 c.JupyterHub.hub_connect_url = _env(
     "COURSE_HUB_CONNECT_URL", c.JupyterHub.hub_bind_url if HOST_NETWORK else "http://jupyterhub:8081"
 )
@@ -183,7 +185,9 @@ c.DockerSpawner.pull_policy = _env("COURSE_HUB_PULL_POLICY", "ifnotpresent")
 c.DockerSpawner.cmd = ["jupyterhub-singleuser"]
 c.DockerSpawner.prefix = "course"
 c.DockerSpawner.network_name = NETWORK
-c.DockerSpawner.use_internal_ip = not HOST_NETWORK
+# On the host network too: it keeps DockerSpawner from publishing ports,
+# which Docker refuses with network_mode host (the port is the host's).
+c.DockerSpawner.use_internal_ip = True
 if HOST_NETWORK:
     from dockerspawner import DockerSpawner
     from jupyterhub.utils import random_port

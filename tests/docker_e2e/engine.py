@@ -90,6 +90,20 @@ class Engine:
         self.log = self.root / "dockerd.log"
         self.process: subprocess.Popen | None = None
 
+    @classmethod
+    def attach(cls, socket: str) -> Engine:
+        """Use an engine someone else started (developing the test): never stopped or deleted here."""
+        engine = cls.__new__(cls)
+        engine.socket = Path(socket)
+        engine.root = Path(tempfile.mkdtemp(prefix="course-e2e-dev-"))
+        engine.root.chmod(0o755)
+        engine.log = engine.root / "dockerd.log"
+        engine.process = None
+        engine.attached = True
+        return engine
+
+    attached = False
+
     @property
     def env(self) -> dict[str, str]:
         """Environment for the docker client: our socket, BuildKit on."""
@@ -140,6 +154,13 @@ class Engine:
 
     def stop(self) -> list[str]:
         """Remove every container, stop dockerd, delete the folder; return what was left behind."""
+        if self.attached:  # only this run's containers and folder
+            ids = self.docker("ps", "-aq", "--filter=name=course-", check=False).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False)
+            self._unmount_below(self.root)
+            shutil.rmtree(self.root, ignore_errors=True)
+            return []
         if self.process is not None and self.process.poll() is None:
             ids = self.docker("ps", "-aq", check=False).stdout.split()
             if ids:
@@ -189,12 +210,12 @@ class Engine:
 
     # ---------------------------------------------------------------- client
 
-    def docker(self, *args: str, check: bool = True, timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, check: bool = True, timeout: float | None = None, **kwargs
+    ) -> subprocess.CompletedProcess:
         """Run the docker client against this engine; output captured as text."""
         kwargs.setdefault("capture_output", True)
-        result = subprocess.run(
-            [DOCKER_CLIENT, *args], env=self.env, text=True, timeout=timeout, **kwargs
-        )
+        result = subprocess.run([DOCKER_CLIENT, *args], env=self.env, text=True, timeout=timeout, **kwargs)
         if check and result.returncode != 0:
             raise EngineError(f"docker {' '.join(args[:3])} ... exited {result.returncode}: "
                               f"{(result.stderr or '')[-3000:]}{(result.stdout or '')[-2000:]}")  # fmt: skip
