@@ -336,7 +336,10 @@ def make_spawner(config, username, daemon):
     from dockerspawner import DockerSpawner
     from jupyterhub.objects import Hub
 
-    class Spawner(DockerSpawner):
+    configured = config.JupyterHub.get("spawner_class")
+    base = configured if isinstance(configured, type) else DockerSpawner  # host mode: the config's subclass
+
+    class Spawner(base):
         _client = daemon
 
         async def docker(self, method, *args, **kwargs):
@@ -391,6 +394,7 @@ def test_student_container_gets_gpus_limits_shm_home_readonly_cache_and_its_part
         ]
     )
     assert "GroupAdd" not in host, "students must not join the graders' group"
+    assert "CapAdd" not in host and "SecurityOpt" not in host, "students get Docker's default confinement"
     env = created["environment"]
     assert env["JUPYTERHUB_USER"] == "alice"  # nbgrader's student id inside a jovyan container
     assert (env["COURSE_ID"], env["HF_HUB_OFFLINE"], env["HF_HOME"]) == ("dl101", "1", "/opt/hf-cache")
@@ -406,8 +410,30 @@ def test_instructor_container_gets_the_course_directory_the_whole_exchange_and_t
     assert "/srv/hub/course:/srv/course:rw" in host["Binds"]
     assert "course-hf-cache:/opt/hf-cache:ro" in host["Binds"]
     assert host["GroupAdd"] == ["3000"]
+    # course grade's sandbox (docker exec -u 0): namespaces and mounts
+    assert host["CapAdd"] == ["SYS_ADMIN"] and host["SecurityOpt"] == ["apparmor=unconfined"]
     assert created["environment"]["COURSE_ROOT"] == "/srv/course"
     assert created["environment"]["JUPYTER_CONFIG_PATH"] == "/opt/course/jupyter-instructor"
+
+
+def test_grader_sandbox_can_be_switched_off_for_instructors(monkeypatch):
+    config = load_hub_config(monkeypatch, COURSE_HUB_GRADER_SANDBOX="0")
+    _, created = spawn(config, "prof", RecordingDocker())
+    assert "CapAdd" not in created["host_config"] and created["host_config"]["GroupAdd"] == ["2000"]
+
+
+def test_host_network_mode_puts_each_server_on_its_own_loopback_port(monkeypatch):
+    config = load_hub_config(monkeypatch, COURSE_HUB_NETWORK="host", COURSE_HUB_HUB_BIND_URL="http://127.0.0.1:18081")
+    assert config.JupyterHub.hub_connect_url == "http://127.0.0.1:18081"
+    ports = set()
+    for name in ["alice", "bob"]:
+        spawner, created = spawn(config, name, RecordingDocker())
+        assert created["host_config"]["NetworkMode"] == "host"
+        assert "PortBindings" not in created["host_config"]  # Docker refuses published ports on the host network
+        assert asyncio.run(spawner.get_ip_and_port()) == ("127.0.0.1", spawner.port)
+        assert created["environment"]["JUPYTERHUB_SERVICE_URL"].startswith(f"http://127.0.0.1:{spawner.port}/")
+        ports.add(spawner.port)
+    assert len(ports) == 2
 
 
 def test_cpu_only_hub_requests_no_gpus(monkeypatch):

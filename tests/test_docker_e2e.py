@@ -4,7 +4,7 @@ What tests/test_deploy.py checks piece by piece without an engine, this runs
 end to end, on a machine without any image registry (CI included):
 
 1. a private ``dockerd`` (own socket and data root, no bridge, no iptables;
-   tests/docker_e2e/engine.py), stopped and removed afterwards, failing or not;
+   tests/docker_e2e/docker_engine.py), stopped and removed afterwards, failing or not;
 2. stand-in bases: Debian bookworm from debootstrap, a CPU PyTorch at the
    real image's /opt/conda, and a JupyterHub 5.5.0 base from Debian, npm and PyPI;
 3. ``docker/Dockerfile`` built unchanged with ``--build-arg BASE_IMAGE=<stand-in>``
@@ -44,7 +44,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "docker_e2e"))
-from engine import JUPYTERHUB_STANDIN, MINBASE, PYTORCH_STANDIN, Engine, EngineError, finish  # noqa: E402
+from docker_engine import JUPYTERHUB_STANDIN, MINBASE, PYTORCH_STANDIN, Engine, EngineError, finish  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -337,6 +337,8 @@ def hub(engine, images):
     image = images["course"]
 
     with timed("hub_start"):
+        # fresh homes (an attached development engine keeps volumes between runs)
+        engine.docker("volume", "rm", "-f", "course-home-alice", "course-home-prof", "course-hf-cache", check=False)
         # docker-compose.yml's course-data and hf-cache services, as plain docker runs
         engine.docker("run", "--rm", "--network=none", "--user=0:0", "--entrypoint=/bin/bash",
                       f"--volume={data}/exchange:/srv/nbgrader/exchange", f"--volume={data}/course:/srv/course",
@@ -434,7 +436,7 @@ def test_a_class_through_jupyterhub_release_submit_collect_grade_feedback(hub):
         # the student, through their server's assignment list (what the Lab extension calls)
         listed = hub.api("GET", "/user/alice/assignments", "alice", params={"course_id": "course"})
         assert listed.status_code == 200, listed.text
-        assert [a["assignment_id"] for a in listed.json()["value"]] == [ASSIGNMENT]
+        assert [(a["assignment_id"], a["status"]) for a in listed.json()["value"]] == [(ASSIGNMENT, "released")]
         fetched = hub.api("POST", "/user/alice/assignments/fetch", "alice",
                           data={"course_id": "course", "assignment_id": ASSIGNMENT})  # fmt: skip
         assert fetched.status_code == 200 and fetched.json()["success"], fetched.text

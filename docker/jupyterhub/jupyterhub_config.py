@@ -88,18 +88,18 @@ DATA_DIR = _env("COURSE_HUB_DATA", "/srv/course-hub").rstrip("/")
 GRADER_GID = int(_env_float("COURSE_HUB_GRADER_GID", 2000))
 # What an instructor's container needs for `course grade`'s sandbox (new
 # mount, pid, network, ipc and uts namespaces, tmpfs and bind mounts, then
-# setresuid to a per-worker uid): CAP_SYS_ADMIN (Docker's seccomp profile
-# then also allows unshare and mount) and, on AppArmor hosts, no
-# docker-default profile, which denies mount. CAP_SETUID, CAP_SETGID,
-# CAP_KILL, CAP_CHOWN and CAP_DAC_OVERRIDE are in Docker's default set.
-# no-new-privileges: the server's user (jovyan) cannot gain any of this
-# through a setuid program; only `docker exec -u 0` is root. Students never
-# get it. COURSE_HUB_GRADER_SANDBOX=0 leaves instructors' containers at
-# Docker's defaults (then grade with --no-sandbox, trusted code only).
+# setresuid to a per-worker uid), run as root with `docker exec -u 0`:
+# CAP_SYS_ADMIN (Docker's seccomp profile then also allows unshare and
+# mount) and, on AppArmor hosts, no docker-default profile, which denies
+# mount. CAP_SETUID, CAP_SETGID, CAP_KILL, CAP_CHOWN and CAP_DAC_OVERRIDE are
+# in Docker's default set. The server itself runs as jovyan with no
+# effective capabilities, and the image has no setuid programs to regain
+# them (no-new-privileges would also strip them from `docker exec -u 0`).
+# Students never get this. COURSE_HUB_GRADER_SANDBOX=0 leaves instructors'
+# containers at Docker's defaults (then grade with --no-sandbox, trusted
+# code only).
 GRADER_SANDBOX = _env_bool("COURSE_HUB_GRADER_SANDBOX", True)
-GRADER_HOST_CONFIG = (
-    {"cap_add": ["SYS_ADMIN"], "security_opt": ["no-new-privileges", "apparmor=unconfined"]} if GRADER_SANDBOX else {}
-)
+GRADER_HOST_CONFIG = {"cap_add": ["SYS_ADMIN"], "security_opt": ["apparmor=unconfined"]} if GRADER_SANDBOX else {}
 HF_OFFLINE = _env_bool("COURSE_HUB_HF_OFFLINE", True)
 
 INSTRUCTORS = set(_env_list("COURSE_HUB_INSTRUCTORS"))
@@ -342,11 +342,8 @@ async def pre_spawn_hook(spawner):
     if is_instructor(spawner):
         spawner.volumes = instructor_volumes()
         host_config["group_add"] = [str(GRADER_GID)]
-        # `course grade` runs in this container as root (docker exec -u 0) and
-        # builds its sandbox from namespaces and mounts: it needs SYS_ADMIN,
-        # and /proc without Docker's masked paths to mount a fresh one for the
-        # kernel's pid namespace. no-new-privileges keeps jovyan (the
-        # server's user) from reaching these through a setuid program.
+        # `course grade` runs in this container as root (docker exec -u 0)
+        # and builds its sandbox from namespaces and mounts (see above).
         host_config.update(GRADER_HOST_CONFIG)
         environment["COURSE_ROOT"] = COURSE_PATH
         environment["JUPYTER_CONFIG_PATH"] = INSTRUCTOR_JUPYTER_CONFIG

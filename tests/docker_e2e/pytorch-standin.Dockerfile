@@ -6,7 +6,7 @@
 # already installed that the course must keep, no user with UID 1000. The
 # torch here is the local CPU wheel (the build context holds it), not the
 # CUDA build. Its base is a Debian bookworm minbase made with debootstrap and
-# `docker import` (tests/docker_e2e/engine.py).
+# `docker import` (tests/docker_e2e/docker_engine.py).
 ARG MINBASE=course-e2e/bookworm:minbase
 FROM ${MINBASE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]

@@ -23,8 +23,8 @@ No image registry is needed: the base is Debian bookworm made with
 the PyTorch and JupyterHub images are built on it (the Dockerfiles next to
 this file). Run by hand to keep an engine for poking around::
 
-    python tests/docker_e2e/engine.py up /tmp/e2e     # prints the DOCKER_HOST to use
-    python tests/docker_e2e/engine.py down /tmp/e2e
+    python tests/docker_e2e/docker_engine.py up /tmp/e2e     # prints the DOCKER_HOST to use
+    python tests/docker_e2e/docker_engine.py down /tmp/e2e
 """
 
 from __future__ import annotations
@@ -307,7 +307,7 @@ def finish(process: subprocess.Popen, what: str, timeout: float) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in {"up", "down"}:
-        print("usage: engine.py up|down ROOT", file=sys.stderr)
+        print("usage: docker_engine.py up|down ROOT", file=sys.stderr)
         return 2
     action, root = argv[0], Path(argv[1])
     engine = Engine(root)
@@ -317,6 +317,9 @@ def main(argv: list[str]) -> int:
         return 0
     pid = int(engine.pidfile.read_text()) if engine.pidfile.exists() else None
     if pid:
+        ids = engine.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            engine.docker("rm", "-f", "-v", *ids, check=False)
         os.kill(pid, signal.SIGTERM)
         for _ in range(120):
             if not Path(f"/proc/{pid}").exists():
