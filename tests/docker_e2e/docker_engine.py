@@ -89,6 +89,7 @@ class Engine:
         self.pidfile = self.root / "dockerd.pid"
         self.log = self.root / "dockerd.log"
         self.process: subprocess.Popen | None = None
+        self.network_before = self._network_state()
 
     @classmethod
     def attach(cls, socket: str) -> Engine:
@@ -100,6 +101,7 @@ class Engine:
         engine.log = engine.root / "dockerd.log"
         engine.process = None
         engine.attached = True
+        engine.network_before = cls._network_state()
         return engine
 
     attached = False
@@ -176,8 +178,17 @@ class Engine:
         shutil.rmtree(self.root, ignore_errors=True)
         return left
 
+    @staticmethod
+    def _network_state() -> set[str]:
+        """docker0 and Docker's iptables rules, as they are now (another engine may own some)."""
+        state = {"network device docker0"} if Path("/sys/class/net/docker0").exists() else set()
+        if shutil.which("iptables"):
+            rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+            state |= {f"iptables: {line}" for line in rules.splitlines() if "DOCKER" in line}
+        return state
+
     def leftovers(self) -> list[str]:
-        """Processes, network devices and iptables chains the engine should not have left."""
+        """Processes, network devices and iptables rules this engine added and left behind."""
         found = []
         marker = str(self.root)
         for proc in Path("/proc").iterdir():
@@ -189,12 +200,7 @@ class Engine:
                 continue
             if marker in cmdline and int(proc.name) != os.getpid():
                 found.append(f"process {proc.name}: {cmdline[:200]}")
-        if Path("/sys/class/net/docker0").exists():
-            found.append("network device docker0")
-        if shutil.which("iptables"):
-            rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
-            found += [f"iptables: {line}" for line in rules.splitlines() if "DOCKER" in line]
-        return found
+        return found + sorted(self._network_state() - self.network_before)
 
     @staticmethod
     def _unmount_below(root: Path) -> None:
@@ -327,6 +333,7 @@ def main(argv: list[str]) -> int:
             time.sleep(0.5)
     engine._unmount_below(engine.root)
     shutil.rmtree(engine.root, ignore_errors=True)
+    engine.network_before = set()  # by hand: report any docker0 or Docker rule at all
     left = engine.leftovers()
     print("\n".join(left) or "nothing left")
     return 1 if left else 0

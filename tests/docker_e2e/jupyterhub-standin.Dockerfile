@@ -13,6 +13,7 @@ ENV PATH=/opt/hub/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
     LANG=C.UTF-8
 ARG JUPYTERHUB_VERSION=5.5.0
 ARG CHP_VERSION=4.6.3
+# hadolint ignore=DL3008
 RUN --mount=type=secret,id=ca-certificates \
     if [ -f /run/secrets/ca-certificates ]; then \
         export PIP_CERT=/run/secrets/ca-certificates NODE_EXTRA_CA_CERTS=/run/secrets/ca-certificates; \
