@@ -175,6 +175,8 @@ class Engine:
                 self.process.wait(timeout=30)
         left = self.leftovers()
         self._unmount_below(self.root)
+        # rm is several times faster than shutil.rmtree on an image store's many small files
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
         return left
 
