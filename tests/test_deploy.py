@@ -714,6 +714,28 @@ def test_exchange_lets_students_submit_but_not_see_each_others_work_while_grader
     assert grading.stdout.startswith("alice+a1+")
 
 
+@requires_root
+def test_grade_course_script_returns_course_grades_status_and_gives_the_course_directory_back(exchange_area, tmp_path):
+    course = exchange_area / "course"
+    course.mkdir()
+    os.chown(course, 1000, 2000)
+    log = tmp_path / "calls.log"
+    env = fake_course(
+        tmp_path / "bin", f'echo "$*" > {log}\nmkdir -p "$3/results" && touch "$3/results/grades.csv"\nexit 3\n'
+    )
+    env["COURSE_ROOT"] = str(course)
+    script = str(DOCKER / "grade-course.sh")
+    result = subprocess.run(["bash", script, "ps1", "--jobs", "1"], env=env, capture_output=True, text=True)
+    assert result.returncode == 3  # course grade's own status
+    assert log.read_text().split() == ["grade", "--course-dir", str(course), "ps1", "--jobs", "1"]
+    made = course / "results" / "grades.csv"
+    assert (made.stat().st_uid, made.stat().st_gid) == (1000, 2000)  # not left to root
+    assert stat.S_IMODE(made.stat().st_mode) & 0o060 == 0o060  # the graders' group can update it
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", script, "ps1"]
+    refused = subprocess.run(as_nobody, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "run as root" in refused.stderr
+
+
 # --------------------------------------------------------------------------
 # Zero to JupyterHub
 # --------------------------------------------------------------------------
