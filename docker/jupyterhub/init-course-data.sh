@@ -17,8 +17,10 @@
 # instructors' servers) join the graders group and see all of it.
 #
 # The course directory (gradebook, source, release, submitted, autograded,
-# feedback) is seeded once from the image's grading/ and belongs to
-# jovyan:graders; students never mount it. COURSE_ROOT set but empty skips
+# feedback) is seeded once from the repository's grading/, mounted at
+# $COURSE_GRADING_SEED (default /opt/course/grading; docker-compose.yml
+# mounts ../../grading there: the image itself carries no solutions), and
+# belongs to jovyan:graders; students never mount it. COURSE_ROOT set but empty skips
 # it (Kubernetes: the exchange volume only).
 set -euo pipefail
 
@@ -52,7 +54,11 @@ chown root:"$gid" "$exchange/$course_id" "$exchange/$course_id"/{outbound,inboun
 
 if [[ -n $course_dir ]]; then
     install -d -o "$uid" -g "$gid" -m 2770 "$course_dir"
-    if [[ ! -e $course_dir/nbgrader_config.py && -d $seed ]]; then
+    if [[ ! -e $course_dir/nbgrader_config.py && ! -d $seed ]]; then
+        echo "init-course-data: no course directory to seed from at $seed (mount the repository's grading/ there)" >&2
+        exit 2
+    fi
+    if [[ ! -e $course_dir/nbgrader_config.py ]]; then
         echo "init-course-data: seeding $course_dir from $seed"
         cp -R "$seed/." "$course_dir/"
         chown -R "$uid:$gid" "$course_dir"

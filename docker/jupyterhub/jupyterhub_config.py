@@ -63,7 +63,11 @@ def _env_bool(name, default):
 # Site settings
 # --------------------------------------------------------------------------
 IMAGE = _env("COURSE_HUB_IMAGE", "course:latest")
+# A Docker network shared by the hub and the servers, or "host": every
+# container on the host's network, each server on its own 127.0.0.1 port
+# (no bridge, no private addresses; the end-to-end test runs this way).
 NETWORK = _env("COURSE_HUB_NETWORK", "course-hub")
+HOST_NETWORK = NETWORK == "host"
 COURSE_ID = _env("COURSE_ID", "course")
 NB_USER_HOME = "/home/jovyan"
 HF_CACHE_PATH = "/opt/hf-cache"  # HF_HOME in the image
@@ -82,6 +86,20 @@ HF_CACHE_VOLUME = _env("COURSE_HUB_HF_CACHE_VOLUME", "course-hf-cache")
 # host's Docker daemon for these bind mounts.
 DATA_DIR = _env("COURSE_HUB_DATA", "/srv/course-hub").rstrip("/")
 GRADER_GID = int(_env_float("COURSE_HUB_GRADER_GID", 2000))
+# What an instructor's container needs for `course grade`'s sandbox (new
+# mount, pid, network, ipc and uts namespaces, tmpfs and bind mounts, then
+# setresuid to a per-worker uid), run as root with `docker exec -u 0`:
+# CAP_SYS_ADMIN (Docker's seccomp profile then also allows unshare and
+# mount) and, on AppArmor hosts, no docker-default profile, which denies
+# mount. CAP_SETUID, CAP_SETGID, CAP_KILL, CAP_CHOWN and CAP_DAC_OVERRIDE are
+# in Docker's default set. The server itself runs as jovyan with no
+# effective capabilities, and the image has no setuid programs to regain
+# them (no-new-privileges would also strip them from `docker exec -u 0`).
+# Students never get this. COURSE_HUB_GRADER_SANDBOX=0 leaves instructors'
+# containers at Docker's defaults (then grade with --no-sandbox, trusted
+# code only).
+GRADER_SANDBOX = _env_bool("COURSE_HUB_GRADER_SANDBOX", True)
+GRADER_HOST_CONFIG = {"cap_add": ["SYS_ADMIN"], "security_opt": ["apparmor=unconfined"]} if GRADER_SANDBOX else {}
 HF_OFFLINE = _env_bool("COURSE_HUB_HF_OFFLINE", True)
 
 INSTRUCTORS = set(_env_list("COURSE_HUB_INSTRUCTORS"))
@@ -105,9 +123,17 @@ if GPU_MODE == "spread" and not GPU_IDS:
 # Hub
 # --------------------------------------------------------------------------
 c.JupyterHub.bind_url = _env("COURSE_HUB_BIND_URL", "http://:8000")
-c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
-# Student containers reach the hub by its container name on the Docker network.
-c.JupyterHub.hub_connect_url = _env("COURSE_HUB_CONNECT_URL", "http://jupyterhub:8081")
+# The hub's API: on the Docker network every container reaches it by the hub
+# container's name; with the host network, on loopback.
+c.JupyterHub.hub_bind_url = _env(
+    "COURSE_HUB_HUB_BIND_URL", "http://127.0.0.1:8081" if HOST_NETWORK else "http://0.0.0.0:8081"
+)
+c.JupyterHub.hub_connect_url = _env(
+    "COURSE_HUB_CONNECT_URL", c.JupyterHub.hub_bind_url if HOST_NETWORK else "http://jupyterhub:8081"
+)
+PROXY_API_URL = _env("COURSE_HUB_PROXY_API_URL", "")
+if PROXY_API_URL:  # the proxy's REST API (default http://127.0.0.1:8001)
+    c.ConfigurableHTTPProxy.api_url = PROXY_API_URL
 c.JupyterHub.cookie_secret_file = "/data/jupyterhub_cookie_secret"
 c.JupyterHub.db_url = _env("COURSE_HUB_DB_URL", "sqlite:////data/jupyterhub.sqlite")
 c.JupyterHub.cleanup_servers = False  # a hub restart leaves student servers running
@@ -159,7 +185,26 @@ c.DockerSpawner.pull_policy = _env("COURSE_HUB_PULL_POLICY", "ifnotpresent")
 c.DockerSpawner.cmd = ["jupyterhub-singleuser"]
 c.DockerSpawner.prefix = "course"
 c.DockerSpawner.network_name = NETWORK
+# On the host network too: it keeps DockerSpawner from publishing ports,
+# which Docker refuses with network_mode host (the port is the host's).
 c.DockerSpawner.use_internal_ip = True
+if HOST_NETWORK:
+    from dockerspawner import DockerSpawner
+    from jupyterhub.utils import random_port
+
+    class HostNetworkDockerSpawner(DockerSpawner):
+        """DockerSpawner for the host network: each server on its own port of 127.0.0.1.
+
+        With ``--network host`` there is no container address to ask Docker
+        for, and every server shares the host's ports: the server listens on
+        loopback, on a free port picked at each start (pre_spawn_hook).
+        """
+
+        async def get_ip_and_port(self):
+            return self.ip, self.port
+
+    c.JupyterHub.spawner_class = HostNetworkDockerSpawner
+    c.DockerSpawner.ip = "127.0.0.1"
 # A fresh container per start: image updates and GPU assignment apply at the
 # next start; everything a student keeps lives in the home volume.
 c.DockerSpawner.remove = True
@@ -291,9 +336,15 @@ async def pre_spawn_hook(spawner):
         create_kwargs["labels"] = {GpuAllocator.label: gpu}
         spawner.log.info("Server %s gets GPU %s", spawner.object_name, gpu)
 
+    if HOST_NETWORK:
+        spawner.port = random_port()
+
     if is_instructor(spawner):
         spawner.volumes = instructor_volumes()
         host_config["group_add"] = [str(GRADER_GID)]
+        # `course grade` runs in this container as root (docker exec -u 0)
+        # and builds its sandbox from namespaces and mounts (see above).
+        host_config.update(GRADER_HOST_CONFIG)
         environment["COURSE_ROOT"] = COURSE_PATH
         environment["JUPYTER_CONFIG_PATH"] = INSTRUCTOR_JUPYTER_CONFIG
     else:
