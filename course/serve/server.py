@@ -15,9 +15,12 @@ Stop it with Ctrl+C or SIGTERM: requests in flight are finished first (up to
 from __future__ import annotations
 
 import errno
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from course.errors import CourseError
@@ -114,6 +117,24 @@ def load_models(config: ServeConfig) -> dict[str, object]:
     return {task: load_task_model(task, config.models.get(task), config.device) for task in config.tasks}
 
 
+@contextmanager
+def _quiet_sigterm() -> Iterator[None]:
+    """Make a SIGTERM that uvicorn already handled end the process normally.
+
+    uvicorn catches SIGTERM, shuts down gracefully, then raises the signal
+    again for the handler that was there before; with the default handler the
+    process would die "killed by SIGTERM" after a perfectly clean shutdown.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def serve(config: ServeConfig) -> int:
     """Run the server until Ctrl+C or SIGTERM; return the exit code."""
     import uvicorn
@@ -140,7 +161,8 @@ def serve(config: ServeConfig) -> int:
                 lifespan="on",
             )
         )
-        server.run(sockets=[sock])
+        with _quiet_sigterm():
+            server.run(sockets=[sock])
     finally:
         sock.close()
     print("course serve: stopped", file=sys.stderr, flush=True)
