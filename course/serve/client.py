@@ -32,6 +32,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies (a crashed kernel leaks no server)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: the with-block's stop() still applies
+        pass
+
+
 class BackgroundServer:
     """``course serve ARGS --host 127.0.0.1 --port 0`` as a child process; a context manager."""
 
@@ -43,29 +53,43 @@ class BackgroundServer:
         self.url = ""
         self.output: list[str] = []  # everything the server printed (stdout and stderr)
 
-    def start(self) -> BackgroundServer:
-        """Start the server and wait for its ready line (or raise with its last output)."""
+    def launch(self) -> BackgroundServer:
+        """Start the process without waiting (several servers can load their models at once)."""
         command = [sys.executable, "-m", "course", "serve", *self.args, "--host", "127.0.0.1", "--port", "0"]
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, bufsize=1
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+            bufsize=1,
+            preexec_fn=_die_with_parent,
         )
-        found = threading.Event()
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True, name="server-output").start()
+        return self
 
-        def read() -> None:
-            for line in self.process.stdout:
-                self.output.append(line.rstrip())
-                if line.startswith("course serve: ready on ") and not found.is_set():
-                    self.url = line.split()[4]
-                    found.set()
-            found.set()  # the process ended: stop waiting
+    def _read(self) -> None:
+        """Collect the server's output; note the URL from its ready line."""
+        for line in self.process.stdout:
+            self.output.append(line.rstrip())
+            if line.startswith("course serve: ready on ") and not self._ready.is_set():
+                self.url = line.split()[4]
+                self._ready.set()
+        self._ready.set()  # the process ended: stop waiting
 
-        threading.Thread(target=read, daemon=True, name="server-output").start()
-        found.wait(self.start_timeout)
+    def wait_ready(self) -> BackgroundServer:
+        """Wait for the ready line; on failure stop the process and raise with its last output."""
+        self._ready.wait(self.start_timeout)
         if not self.url:
             self.stop()
-            tail = " | ".join(self.output[-3:]) or "no output"
+            tail = " | ".join(line for line in self.output[-3:] if line.strip()) or "no output"
             raise CourseError(f"the server did not start within {self.start_timeout:g} s: {tail}")
         return self
+
+    def start(self) -> BackgroundServer:
+        """Start the server and wait until it accepts requests."""
+        return self.launch().wait_ready()
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM (graceful: finishes requests in flight), then wait; SIGKILL only after ``timeout``."""
