@@ -44,6 +44,18 @@ if TYPE_CHECKING:
 TASKS = ("classify", "embed", "summarize", "generate")
 
 
+def quiet_transformers() -> None:
+    """Keep loading bars and the "newly initialized" LOAD REPORT out of a server's log and a lesson's output.
+
+    A fresh classifier head is *meant* to be new (it is trained right after),
+    so that report says nothing a student must act on; real errors still raise.
+    """
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def _load(loader: Any, source: str, what: str) -> Any:
     """``loader.from_pretrained(source)`` for a folder or a registry/hub name, with one-line errors."""
     from course.assets import _from_pretrained
@@ -137,6 +149,7 @@ def default_classifier(folder: str | Path | None = None, steps: int = 40) -> Pat
     from course.assets import load_dataset, load_model, load_tokenizer
     from course.train import TrainConfig, fit, make_loaders, save_model
 
+    quiet_transformers()
     tokenizer = load_tokenizer()
     model = load_model(task="sequence-classification")
     config = TrainConfig(steps=steps, batch_size=16, max_length=64, lr=1e-4, warmup_steps=4)
@@ -344,4 +357,5 @@ def load_task_model(task: str, model: str | None, device: str | None) -> _Base:
     """The model object for one task; unknown tasks are one clear error."""
     if task not in MODELS:
         raise CourseError(f"unknown task '{task}': choose from {', '.join(TASKS)}")
+    quiet_transformers()
     return MODELS[task](model, device=device)
