@@ -10,8 +10,8 @@ device in eval mode, and answers a whole batch with ONE forward pass::
     Generator      [GenerateRequest, ...]         -> ["generated text", ...]   (one by one: see below)
 
 * /classify loads lesson 03's saved folder (``save_model``) or any
-  sequence-classification model.  Without ``--model`` it trains a small head
-  on the bundled MiniLM once (:func:`default_classifier`) and caches it.
+  sequence-classification model.  Without ``--model`` it fits a head on the
+  frozen bundled MiniLM once (:func:`default_classifier`, a linear probe) and caches it.
 * /summarize is *extractive* offline: the sentences closest to the text's mean
   MiniLM embedding, in their original order.  Given an encoder-decoder model
   (e.g. ``sshleifer/distilbart-cnn-12-6`` in the GPU image's cache) it is
@@ -131,14 +131,19 @@ class Classifier(_Base):
         return postprocess_classification(logits.cpu(), self.model.config.id2label)
 
 
-def default_classifier(folder: str | Path | None = None, steps: int = 40) -> Path:
-    """A sentiment classifier for the offline lesson: MiniLM + a head, trained once and cached.
+def default_classifier(folder: str | Path | None = None, steps: int = 300) -> Path:
+    """A sentiment classifier for the offline lesson: MiniLM + a trained head, made once and cached.
 
-    The bundled MiniLM has no classifier head.  This trains one with lesson
-    03's loop (``course.train.fit``, ~40 steps of batch 16: about 15 s on two
-    CPU cores) on the bundled reviews and saves it with ``save_model``; later
-    calls load the folder.  Default folder: ``$COURSE_CACHE/serve-classifier``
-    (``COURSE_CACHE`` defaults to ``~/.cache/course``).
+    The bundled MiniLM has no classifier head.  Fine-tuning the whole model
+    (lesson 03) takes minutes on two CPU cores; a **linear probe** takes
+    seconds: run the frozen encoder ONCE over the bundled training reviews,
+    then fit only the head (a 384 x 2 linear layer) on those fixed features,
+    ``steps`` full-batch AdamW steps.  The result is a real
+    ``BertForSequenceClassification`` saved with ``save_model``, served like
+    lesson 03's folder (which you can pass instead with ``--model``).
+
+    Default folder: ``$COURSE_CACHE/serve-classifier`` (``COURSE_CACHE``
+    defaults to ``~/.cache/course``); later calls load it.
     """
     import os
 
@@ -146,17 +151,27 @@ def default_classifier(folder: str | Path | None = None, steps: int = 40) -> Pat
     folder = folder / "serve-classifier" if folder.name != "serve-classifier" else folder
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return folder
-    from course.assets import load_dataset, load_model, load_tokenizer
-    from course.train import TrainConfig, fit, make_loaders, save_model
+    import torch
+
+    from course.assets import bundled_rows, load_model, load_tokenizer
+    from course.train import save_model
 
     quiet_transformers()
     tokenizer = load_tokenizer()
-    model = load_model(task="sequence-classification")
-    config = TrainConfig(steps=steps, batch_size=16, max_length=64, lr=1e-4, warmup_steps=4)
-    loaders = make_loaders(load_dataset(), tokenizer, model, batch_size=16, max_length=64)
-    fit(model, loaders["train"], config, device="cpu", progress=False)
+    model = load_model(task="sequence-classification").eval()
+    rows = bundled_rows()["train"]
+    features = _pooled_features(model, tokenizer, [row["text"] for row in rows])  # (texts, hidden)
+    labels = torch.tensor([row["label"] for row in rows])
+    head = model.classifier  # nn.Linear(hidden, 2): the only trained weights
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(head(features), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    save_model(model.eval(), tokenizer, partial)
+    save_model(model, tokenizer, partial)
     try:
         partial.replace(folder)  # atomic: a reader never sees a half-written folder
     except OSError:  # another process finished first: keep its folder
@@ -164,6 +179,20 @@ def default_classifier(folder: str | Path | None = None, steps: int = 40) -> Pat
 
         shutil.rmtree(partial, ignore_errors=True)
     return folder
+
+
+def _pooled_features(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """What the classifier head sees: the encoder's pooled output, ``(len(texts), hidden)``, no gradients."""
+    import torch
+
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            encoded = tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt"
+            )
+            chunks.append(model.base_model(**encoded).pooler_output)  # (batch, hidden)
+    return torch.cat(chunks).clone()  # a normal tensor: inference tensors cannot enter autograd
 
 
 # ------------------------------------------------------------------------- embed
