@@ -70,6 +70,8 @@ def server_args(model: str, device: str, max_batch: int, max_wait_ms: float) -> 
         str(max_wait_ms),
         "--max-queue",
         "1024",
+        "--timeout",
+        "600",  # a load test measures slowness; it must not turn it into 504s
     ]
 
 
