@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from threading import Thread
 from typing import TYPE_CHECKING, Any
@@ -198,17 +199,23 @@ def _pooled_features(model: Any, tokenizer: Any, texts: list[str], batch_size: i
 # ------------------------------------------------------------------------- embed
 
 
+@cache
+def shared_encoder(model: str | None, device: str) -> Any:
+    """One ``Encoder`` per (model, device) in this process: /embed and /summarize share MiniLM's weights."""
+    from course.pipelines import Encoder
+
+    return Encoder(model, device=device)
+
+
 class Embedder(_Base):
     """Sentence embeddings: mean-pooled, normalised MiniLM vectors (lesson 02's ``Encoder``)."""
 
     task = "embed"
 
     def __init__(self, model: str | None = None, device: str | None = "auto") -> None:
-        from course.pipelines import Encoder
-
         super().__init__(device)
         _check_folder(model, "encoder")
-        self.encoder = Encoder(model, device=str(self.device))
+        self.encoder = shared_encoder(model, str(self.device))
         self.description = model or "minilm (bundled)"
 
     def __call__(self, texts: list[str]) -> list[list[float]]:
@@ -275,9 +282,7 @@ class Summarizer(_Base):
             self.tokenizer = _load(AutoTokenizer, source, "a tokenizer")
             self.description = f"{model} (abstractive)"
         else:
-            from course.pipelines import Encoder
-
-            self.encoder = Encoder(model, device=str(self.device))
+            self.encoder = shared_encoder(model, str(self.device))
             self.description = f"{model or 'minilm (bundled)'} (extractive)"
 
     def __call__(self, jobs: list[SummaryJob]) -> list[str]:

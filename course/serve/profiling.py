@@ -70,9 +70,12 @@ def profile_call(
     On a GPU, CUDA activity is recorded too and ``sort_by="self_cuda_time_total"``
     is usually what you want.
     """
+    import os
+
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # Kineto's start/stop lines on stderr are not for students
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     fn()  # warm-up outside the profile, as Timer does
     with profile(activities=activities, record_shapes=True) as prof:
