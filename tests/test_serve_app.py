@@ -157,3 +157,30 @@ def test_graceful_shutdown_answers_every_request_in_flight():
             httpx.post(server.url + "/classify", json={"text": "too late"})
     assert [r.status_code for r in results] == [200] * 10  # none lost
     assert sum(model.batches) == 10
+
+
+class SmallGpu(FakeClassifier):
+    """Runs out of memory (torch.OutOfMemoryError, as on a GPU) on batches of more than 2 texts."""
+
+    def __call__(self, texts):
+        import torch
+
+        if len(texts) > 2:
+            self.batches.append(-len(texts))  # a failed attempt
+            raise torch.OutOfMemoryError(f"CUDA out of memory (simulated, batch of {len(texts)})")
+        return super().__call__(texts)
+
+
+def test_out_of_memory_in_the_server_splits_batches_and_every_request_is_answered():
+    model = SmallGpu(delay=0.05)
+    with running({"classify": model}, Limits(max_batch=8, max_wait_ms=50)) as server:
+        texts = [f"good {'!' * i}" for i in range(8)]
+        responses = post_many(server.url + "/classify", [{"text": t} for t in texts])
+        metrics = httpx.get(server.url + "/metrics").text
+    assert [r.status_code for r in responses] == [200] * 8
+    assert [r.json()["score"] for r in responses] == [len(t) / 1000 for t in texts]
+    assert any(size < 0 for size in model.batches) and max(model.batches) <= 2, model.batches
+    retries = next(
+        line for line in metrics.splitlines() if line.startswith('course_oom_retries_total{task="classify"}')
+    )
+    assert float(retries.split()[-1]) >= 1

@@ -81,6 +81,7 @@ def create_app(
             name=task,
             executor=executor,
             on_batch=metrics.batch_hook(task),
+            on_oom=metrics.oom_hook(task),
         )
 
     @asynccontextmanager

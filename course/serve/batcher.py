@@ -75,7 +75,8 @@ class MicroBatcher:
 
     ``run_batch`` is called in a worker thread with a list of items and must
     return one result per item, in order.  ``on_batch(size, seconds)`` is an
-    optional hook (the server's metrics use it).  Use it from async code::
+    optional hook (the server's metrics use it), as is ``on_oom(size)``, called
+    when a batch of ``size`` ran out of memory and is split.  Use it from async code::
 
         batcher = MicroBatcher(model_fn, max_batch=32, max_wait_ms=5)
         await batcher.start()
@@ -93,6 +94,7 @@ class MicroBatcher:
         name: str = "model",
         executor: ThreadPoolExecutor | None = None,
         on_batch: Callable[[int, float], None] | None = None,
+        on_oom: Callable[[int], None] | None = None,
     ) -> None:
         check_batching(max_batch, max_wait_ms, max_queue)
         self.run_batch = run_batch
@@ -101,6 +103,7 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.name = name
         self.on_batch = on_batch
+        self.on_oom = on_oom
         self._executor = executor
         self._own_executor = executor is None
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -195,7 +198,8 @@ class MicroBatcher:
             return
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        outcomes = await loop.run_in_executor(self._executor, run_isolated, self.run_batch, [p.item for p in live])
+        items = [p.item for p in live]
+        outcomes = await loop.run_in_executor(self._executor, run_isolated, self.run_batch, items, self.on_oom)
         self.batches += 1
         if self.on_batch is not None:
             self.on_batch(len(live), time.perf_counter() - started)
@@ -215,7 +219,7 @@ class _Failure:
     error: BaseException
 
 
-def run_isolated(run_batch: BatchFn, items: list[Any]) -> list[Any]:
+def run_isolated(run_batch: BatchFn, items: list[Any], on_oom: Callable[[int], None] | None = None) -> list[Any]:
     """``run_batch(items)``; if it fails, run each item alone so an error stays with its item.
 
     Returns one outcome per item: its result or a :class:`_Failure`.  An
@@ -225,11 +229,11 @@ def run_isolated(run_batch: BatchFn, items: list[Any]) -> list[Any]:
     from course.serve.oom import run_with_backoff
 
     try:
-        results = list(run_with_backoff(run_batch, items))
+        results = list(run_with_backoff(run_batch, items, on_retry=on_oom))
     except Exception as error:  # noqa: BLE001 - any model error: find whose it is
         if len(items) == 1:
             return [_Failure(error)]
-        return [run_isolated(run_batch, [item])[0] for item in items]
+        return [run_isolated(run_batch, [item], on_oom)[0] for item in items]
     if len(results) != len(items):
         error = RuntimeError(f"run_batch returned {len(results)} results for {len(items)} items")
         return [_Failure(error) for _ in items]

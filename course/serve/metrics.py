@@ -83,6 +83,10 @@ class ServeMetrics:
 
         return hook
 
+    def oom_hook(self, task: str) -> Callable[[int], None]:
+        """``on_oom(size)`` for the batcher of ``task``: count each split batch."""
+        return lambda size: self.oom_retries.labels(task).inc()
+
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric and its content type."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
