@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
                 for level in [int(c) for c in args.sweep.split(",")]:
                     for name, server in servers.items():
                         result = load_test(
-                            server.url + "/classify", bodies, concurrency=level, requests=max(24, 3 * level)
+                            server.url + "/classify", bodies, concurrency=level, requests=max(16, 2 * level)
                         )
                         result.label = name
                         curves.append(result)

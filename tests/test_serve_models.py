@@ -123,6 +123,7 @@ def test_model_problems_are_one_line(task, model, message):
         load_task_model(task, model, "cpu")
 
 
+@pytest.mark.slow
 def test_default_classifier_learns_sentiment_and_is_cached(tmp_path):
     from course.assets import bundled_rows
 
