@@ -1,4 +1,4 @@
-"""The ``course`` command: doctor, assets, run, grade.
+"""The ``course`` command: doctor, assets, run, grade, serve.
 
 Each subcommand is a thin wrapper over a library function, so everything the
 CLI does can also be done from a notebook.  Problems a user can fix arrive as
@@ -56,6 +56,23 @@ def _grade(args: argparse.Namespace) -> int:
     return grade_main(args)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from course.serve.server import ServeConfig, parse_models, serve
+
+    config = ServeConfig(
+        tasks=args.task,
+        models=parse_models(args.task, args.model),
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        device=args.device,
+        request_timeout_s=args.timeout,
+    )
+    return serve(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; kept free of heavy imports so ``--help`` is instant."""
     parser = argparse.ArgumentParser(
@@ -89,6 +106,29 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_arguments(grade)
     grade.set_defaults(handler=_grade)
+
+    serve = commands.add_parser("serve", help="serve models over HTTP with dynamic batching (FastAPI + uvicorn)")
+    serve.add_argument(
+        "--task",
+        nargs="+",
+        default=["classify", "embed", "summarize"],
+        metavar="TASK",
+        help="classify, embed, summarize, generate (default: the first three)",
+    )
+    serve.add_argument(
+        "--model",
+        action="append",
+        metavar="[TASK=]NAME|DIR",
+        help="model of a task, e.g. classify=runs/clf (plain DIR with one task); repeatable",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
+    serve.add_argument("--max-batch", type=int, default=32, help="most requests per model call (1: no batching)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill")
+    serve.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond this get 503")
+    serve.add_argument("--timeout", type=float, default=30.0, help="seconds per request before 504")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    serve.set_defaults(handler=_serve)
     return parser
 
 
