@@ -118,12 +118,9 @@ MISTAKES = [pytest.param(c, name, id=f"{c.assignment}-{name}") for c in CASES fo
 SHORTCUTS = [pytest.param(c, name, id=f"{c.assignment}-{name}") for c in CASES for name in c.shortcuts]
 VISIBLE_PASS = [pytest.param(c, name, id=f"{c.assignment}-{name}") for c in CASES for name in c.visible_pass]
 
-#: Shortcut routes the grader blocks (they score 0) but cannot name yet: the kernel finds
-#: ``sys.modules["course"]`` gone or the course's files invisible, and nothing is reported.
-NOT_REPORTED_YET = {
-    "sys_modules": "course grade purges sys.modules but does not report a lookup of a purged module",
-    "exec_source": "course grade hides the course's files but does not report an attempt to open them",
-}
+#: Shortcut routes the grader blocks (they score 0) but cannot name yet (strict xfail);
+#: none today: sys.modules holds a reporting tripwire, and opening the course's files is audited.
+NOT_REPORTED_YET: dict[str, str] = {}
 SHORTCUT_REPORTS = [
     pytest.param(
         c,

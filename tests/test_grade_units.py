@@ -344,23 +344,37 @@ log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
 os.dup2(log, 2)
 guard.install(["course"])
 os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # as ipykernel does: fd 2 goes elsewhere
-print(sorted(m for m in sys.modules if m == "course" or m.startswith("course.")))
+real = [m for m in sys.modules if m.partition(".")[0] == "course" and not isinstance(sys.modules[m], guard.Tripwire)]
+print(sorted(real))
 print(sys.modules[guard.KERNEL_IO_ALIAS].__name__)
-for attempt in ("import course.pipelines", "importlib.import_module('cour' + 'se.train')", "__import__('course')"):
+for attempt in ("import course.pipelines", "importlib.import_module('cour' + 'se.train')",
+                "__import__('course').pipelines", "sys.modules['course'].__path__", "import course; course.train"):
     try:
         exec(attempt)
         print("REACHED")
     except ModuleNotFoundError as error:
         print("refused", error.name)
-import json
+import inspect, json
+inspect.getmodule(json.dumps)  # scans sys.modules: the tripwire passes without a report
+try:
+    open(sys.argv[2])
+except OSError:
+    pass
 print("json still imports")
 """
     log = tmp_path / "kernel.log"
-    out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, check=True).stdout
+    import course.pipelines
+
+    source = course.pipelines.__file__
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(log), source], capture_output=True, text=True, check=True
+    ).stdout
     lines = out.splitlines()
     assert lines[0] == "[]" and lines[1] == "course.grade.isolation.kernel_io"
-    assert lines[2:5] == ["refused course"] * 3  # a submodule's import asks for its package first
-    assert lines[5] == "json still imports"
-    from course.grade.isolation.guard import attempts
+    assert lines[2:7] == ["refused course"] * 5  # a submodule's import asks for its package first
+    assert lines[7] == "json still imports"
+    from course.grade.isolation.guard import attempts, reads
 
-    assert attempts(log.read_text()) == ["course"] * 3
+    # `import course` itself hands out the tripwire (reported); using it is refused (reported again)
+    assert set(attempts(log.read_text())) == {"course"} and len(attempts(log.read_text())) >= 5
+    assert reads(log.read_text()) == [source]

@@ -251,24 +251,21 @@ def sandbox_execute_class():
             return True
 
         def _report_blocked_imports(self, spec, resources) -> None:
-            """Name each refused import of a blocked package (course.grade.isolation.guard) in the tamper report."""
-            from course.grade.isolation.guard import attempts
+            """Name each refused import or read of a blocked package (see isolation.guard) in the tamper report."""
+            from course.grade.isolation.guard import attempts, reads
 
             data = read_regular(os.path.join(spec.ipc_dir, "kernel.log"), limit=256 * 1024) or b""
+            text = data.decode("utf-8", "replace")
             findings = record(resources).setdefault("tampering", [])
             notebook = resources.get("nbgrader", {}).get("notebook", "")
-            counts = Counter(attempts(data.decode("utf-8", "replace")))
-            for name, count in counts.items():
-                times = "once" if count == 1 else f"{count} times"
-                detail = f"tried to import {safe_text(name, 120)} ({times}), which graded notebooks cannot use"
-                findings.append(
-                    {
-                        "notebook": notebook,
-                        "grade_id": "",
-                        "kind": "blocked-import",
-                        "detail": detail,
-                    }
-                )
+            for kind, verb, names in (
+                ("blocked-import", "import", attempts(text)),
+                ("blocked-read", "read", reads(text)),
+            ):
+                for name, count in Counter(names).items():
+                    times = "once" if count == 1 else f"{count} times"
+                    detail = f"tried to {verb} {safe_text(name, 120)} ({times}), which graded notebooks cannot use"
+                    findings.append({"notebook": notebook, "grade_id": "", "kind": kind, "detail": detail})
 
         @staticmethod
         def _cell_key(cell, index: int) -> str:
