@@ -27,7 +27,7 @@ Two settings matter beyond the names:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,3 +143,69 @@ def trainer_finetune(
         scores = trainer.evaluate()
         run.evaluation = {"loss": scores["eval_loss"], "accuracy": scores["eval_accuracy"]}
     return run
+
+
+def compare_recipes(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: TokenizedDataset,
+    config: TrainConfig,
+    *,
+    output_dir: str | Path,
+    device: torch.device | str = "cpu",
+    repeats: int = 2,
+) -> list[dict[str, Any]]:
+    """Our loop and ``Trainer`` on the same data for the same ``config.steps``, alternated, ``repeats`` times.
+
+    Every run starts from a fresh copy of ``model`` and is timed from the
+    call to its end (setting up the optimizer and loader included, for
+    both), so the ratio compares like with like.  Alternating loop, Trainer,
+    loop, Trainer spreads a busy machine's slow moments over both recipes.
+    One row per run: recipe, repeat, seconds, samples/s, mean loss of the last steps.
+    """
+    import copy
+
+    from course.train.data import make_loader
+    from course.train.loop import fit
+    from course.validate import check_batch_size
+
+    check_batch_size(repeats, "repeats")
+    config = replace(config.check(), eval_every=0)
+    samples = config.steps * config.samples_per_step
+    rows = []
+    for repeat in range(1, repeats + 1):
+        trial = copy.deepcopy(model)
+        loader = make_loader(train, tokenizer, config.batch_size, seed=config.seed)
+        started = time.perf_counter()
+        result = fit(trial, loader, config, device=device, progress=False)
+        seconds = time.perf_counter() - started
+        rows.append(_recipe_row("loop", repeat, seconds, samples, result.final_loss))
+        del trial, result
+        trial = copy.deepcopy(model)
+        run = trainer_finetune(trial, tokenizer, train, config, output_dir=output_dir, device=device)
+        losses = [row["loss"] for row in run.history[-5:]]
+        rows.append(_recipe_row("Trainer", repeat, run.seconds, samples, sum(losses) / max(1, len(losses))))
+        del trial, run
+    return rows
+
+
+def _recipe_row(recipe: str, repeat: int, seconds: float, samples: int, final_loss: float) -> dict[str, Any]:
+    """One timed run of :func:`compare_recipes`."""
+    return {
+        "recipe": recipe,
+        "repeat": repeat,
+        "seconds": seconds,
+        "samples_per_s": samples / seconds,
+        "final_loss": final_loss,
+    }
+
+
+def recipe_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per recipe: median, slowest and fastest samples/s over the repeats of :func:`compare_recipes`."""
+    import statistics
+
+    summary = {}
+    for recipe in dict.fromkeys(row["recipe"] for row in rows):
+        speeds = [row["samples_per_s"] for row in rows if row["recipe"] == recipe]
+        summary[recipe] = {"median": statistics.median(speeds), "min": min(speeds), "max": max(speeds)}
+    return summary
