@@ -188,3 +188,38 @@ def test_zero_shot_sentiment_beats_chance_on_the_bundled_test_split(encoder):
     assert set(answers[0]["scores"]) == {"negative", "positive"}
     accuracy = sum(a["label"] == ["negative", "positive"][row["label"]] for a, row in zip(answers, test, strict=True))
     assert accuracy / len(test) >= 0.65
+
+
+# ------------------------------------------------------------- expected messages
+
+
+def _report(rows: str) -> str:
+    return f"BertForSequenceClassification LOAD REPORT from: /x\nKey | Status |\n---+---\n{rows}\nNotes: ..."
+
+
+def test_the_fresh_head_load_report_is_kept_out_and_named(capfd):
+    from course.assets import load_model
+    from course.quiet import expected_load_report
+
+    with expected_load_report() as fresh:
+        load_model(task="sequence-classification")
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    assert fresh.missing == ["classifier.weight", "classifier.bias"]
+
+
+def test_any_other_load_report_still_reaches_the_output():
+    import logging
+
+    from course.quiet import LoadNotes, _ExpectedReportFilter
+
+    notes = LoadNotes()
+    keep = _ExpectedReportFilter(notes, ("classifier.",))
+
+    def passes(message: str) -> bool:
+        return keep.filter(logging.LogRecord("transformers", logging.WARNING, "", 0, message, None, None))
+
+    assert not passes(_report("classifier.weight | MISSING |\nclassifier.bias   | MISSING |"))
+    assert passes(_report("classifier.weight | MISSING |\nbert.pooler.dense.weight | UNEXPECTED |"))
+    assert passes(_report("encoder.layer.0.weight | MISSING |"))
+    assert passes("some other warning")
+    assert notes.missing == ["classifier.weight", "classifier.bias"]

@@ -400,7 +400,7 @@ def test_live_plot_says_what_the_empty_accuracy_panel_waits_for():
     texts = [text.get_text() for text in plot.figure().axes[1].texts]
     assert texts == ["accuracy appears after\nthe first evaluation"]
     plot.log(1, eval_accuracy=0.5)
-    assert plot.figure().axes[1].texts == []
+    assert list(plot.figure().axes[1].texts) == []
 
 
 def test_live_plot_draws_an_evaluation_at_once_and_big_enough(monkeypatch):
@@ -630,3 +630,134 @@ def test_a_failed_launch_reports_the_processes_error_line(monkeypatch, tmp_path)
         script.launch(plan, ["--max-length", "1"], tmp_path)
     with pytest.raises(CourseError, match="unknown launcher 'mpirun'"):
         script.launch(plan, [], tmp_path, launcher="mpirun")
+
+
+# ------------------------------------------------------------ the exercises' checkers
+
+
+def _reference_answer(model, micro_batches, optimizer, autocast):
+    """The exercise solved: accumulate, autocast, one step, zero the gradients."""
+    total = 0.0
+    for batch in micro_batches:
+        with autocast:
+            loss = model(**batch).loss / len(micro_batches)
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    optimizer.zero_grad()
+    return total
+
+
+def _micro_batches(tokenizer, n=2, size=4):
+    loader = make_loader(tokenize(toy_rows(n * size), tokenizer, 32), tokenizer, size, shuffle=False)
+    return list(loader)[:n]
+
+
+def test_same_update_accepts_a_correct_step_with_bf16_autocast(tokenizer):
+    from course.train.loop import same_update
+
+    autocast = autocast_context("cpu", choose_precision("bf16", "cpu"))
+    assert same_update(_reference_answer, tiny_model(tokenizer), _micro_batches(tokenizer), autocast) is True
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("no_division", "moved 2.00x as far.*divide each micro-batch loss"),
+        ("no_autocast", "under `with autocast:`"),
+        ("no_zero_grad", "gradients are left in .grad"),
+        ("no_step", "moved 0.00x as far.*call optimizer.step"),
+        ("returns_list", "return the step's mean loss"),
+    ],
+)
+def test_same_update_names_the_mistake(tokenizer, mistake, message):
+    from course.train.loop import same_update
+
+    def wrong(model, micro_batches, optimizer, autocast):
+        losses = []
+        for batch in micro_batches:
+            with autocast if mistake != "no_autocast" else torch.autocast("cpu", enabled=False):
+                loss = model(**batch).loss
+            (loss if mistake == "no_division" else loss / len(micro_batches)).backward()
+            losses.append(loss.item() / len(micro_batches))
+        if mistake != "no_step":
+            optimizer.step()
+        if mistake != "no_zero_grad":
+            optimizer.zero_grad()
+        return losses if mistake == "returns_list" else sum(losses)
+
+    autocast = autocast_context("cpu", choose_precision("bf16", "cpu"))
+    with pytest.raises(CourseError, match=message):
+        same_update(wrong, tiny_model(tokenizer), _micro_batches(tokenizer), autocast)
+
+
+def test_fixed_memory_is_parameters_times_4_4_8_bytes(tokenizer):
+    from course.train.profile import fixed_memory, format_table
+
+    model = tiny_model(tokenizer)
+    params = sum(p.numel() for p in model.parameters())
+    fixed = fixed_memory(model)
+    assert fixed["parameters"] == params
+    assert fixed["training_extra_mb"] == pytest.approx(params * 12 / 2**20)
+    assert fixed["total_mb"] == pytest.approx(params * 16 / 2**20)
+    row = {
+        "setting": "b8 L64",
+        "samples_per_step": 8,
+        "step_time_s": 0.5,
+        "samples_per_s": 16.0,
+        "peak_mb": 900.0,
+        "extra_mb": 300.0,
+        "memory": "process RSS",
+    }
+    table = format_table([row], fixed_mb=260.0)
+    assert table.splitlines()[0].endswith("fixed (MiB) | grows (MiB) |")
+    assert table.splitlines()[2].endswith("| 260 | 40 |")
+
+
+def test_minilm_fixed_memory_is_about_270_mb():
+    """The figure the lesson quotes: 22.7 M parameters x 12 bytes of gradients and AdamW state."""
+    from course.assets import load_model
+    from course.quiet import expected_load_report
+    from course.train.profile import fixed_memory
+
+    with expected_load_report():
+        fixed = fixed_memory(load_model(task="sequence-classification"))
+    assert 22.5e6 < fixed["parameters"] < 23e6
+    assert 265e6 < fixed["training_extra_mb"] * 2**20 < 280e6
+
+
+def test_compare_recipes_runs_both_at_the_same_steps(tmp_path, tokenizer):
+    from course.train.trainer import compare_recipes, recipe_summary
+
+    model = tiny_model(tokenizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    train = tokenize(toy_rows(32), tokenizer, 32)
+    rows = compare_recipes(model, tokenizer, train, TrainConfig(steps=3, batch_size=4), output_dir=tmp_path, repeats=2)
+    assert [(row["recipe"], row["repeat"]) for row in rows] == [
+        ("loop", 1),
+        ("Trainer", 1),
+        ("loop", 2),
+        ("Trainer", 2),
+    ]
+    assert all(row["samples_per_s"] == pytest.approx(12 / row["seconds"]) for row in rows)
+    summary = recipe_summary(rows)
+    assert set(summary) == {"loop", "Trainer"}
+    assert all(s["min"] <= s["median"] <= s["max"] for s in summary.values())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # each run used a copy
+
+
+def test_activation_checkpointing_on_an_encoder_warns_about_no_cache(tokenizer, caplog):
+    """transformers warned "use_cache=True is incompatible with gradient checkpointing" on an encoder."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # an earlier test may have used up the one warning
+    model = tiny_model(tokenizer)
+    model.config.use_cache = True
+    loader = make_loader(tokenize(toy_rows(8), tokenizer, 32), tokenizer, 4)
+    logger = hf_logging.get_logger("transformers")
+    logger.addHandler(caplog.handler)
+    try:
+        fit(model, loader, TrainConfig(steps=1, batch_size=4, activation_checkpointing=True), progress=False)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert not [r.getMessage() for r in caplog.records if "checkpointing" in r.getMessage()]

@@ -262,8 +262,11 @@ def same_update(
     our_loss = train_step(ours, micro_batches, torch.optim.SGD(ours.parameters(), lr=lr), scaler, autocast, None)
     if not isinstance(your_loss, (float, torch.Tensor)) or torch.as_tensor(your_loss).numel() != 1:
         raise CourseError(f"return the step's mean loss (a float or a 0-d tensor), got {type(your_loss).__name__}")
-    if abs(float(your_loss) - float(our_loss)) > 1e-4 * max(1.0, abs(float(our_loss))):
-        raise CourseError(f"your loss {float(your_loss):.5f} vs {float(our_loss):.5f}: average over the micro-batches")
+    if abs(float(your_loss) - float(our_loss)) > 1e-5 * max(1.0, abs(float(our_loss))):
+        raise CourseError(
+            f"your loss {float(your_loss):.5f} vs {float(our_loss):.5f}: return the mean of the micro-batch "
+            "losses, each computed under `with autocast:`"
+        )
     if any(p.grad is not None and bool(p.grad.any()) for p in yours.parameters()):
         raise CourseError("gradients are left in .grad after the step: call optimizer.zero_grad()")
     names = [name for name, _ in model.named_parameters()]
@@ -272,10 +275,18 @@ def same_update(
         if not torch.allclose(got, expected, rtol=1e-3, atol=1e-7):
             scale = got.abs().max().item() / max(expected.abs().max().item(), 1e-12)
             raise CourseError(
-                f"{name} moved {scale:.2f}x as far as train_step moves it: divide each loss by the number of "
-                "micro-batches, backward each one, then one optimizer.step()"
+                f"{name} moved {scale:.2f}x as far as train_step moves it: {_step_hint(scale, len(micro_batches))}"
             )
     return True
+
+
+def _step_hint(scale: float, micro_batches: int) -> str:
+    """What a wrong update most likely forgot, from how far it moved the weights."""
+    if scale < 0.01:
+        return "call optimizer.step() after the backward passes"
+    if micro_batches > 1 and abs(scale - micro_batches) < 0.1 * micro_batches:
+        return "divide each micro-batch loss by the number of micro-batches before backward()"
+    return "the direction is close but not the numbers: run each forward pass under `with autocast:`"
 
 
 def evaluate(
