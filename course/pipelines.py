@@ -131,9 +131,13 @@ class Anatomy:
     result: list[Any]
 
     def describe(self) -> str:
-        """Three lines, one per step, with the shapes that flow between them."""
+        """One line per step (plus the first text's tokens), with the shapes that flow between them.
+
+        Lines stay under about 100 characters, so a notebook does not wrap them mid-word.
+        """
         post = (
-            "mean over real tokens (mask) -> one vector per text; the pipeline itself returns the token vectors"
+            "mean over real tokens (mask) -> one vector per text\n"
+            "   (the feature-extraction pipeline itself returns the token vectors)"
             if self.task == "feature-extraction"
             else "softmax over logits -> highest probability -> label name from config.id2label"
         )
@@ -141,7 +145,8 @@ class Anatomy:
         return "\n".join(
             [
                 f"1. tokenizer: {len(self.texts)} texts -> input_ids {tuple(self.input_ids.shape)}"
-                f" + attention_mask (0 = padding); first text: {self.tokens[0]}",
+                " + attention_mask (0 = padding)",
+                f"   first text: {' '.join(self.tokens[0])}",
                 f"2. model: -> {name} {tuple(self.model_output.shape)}",
                 f"3. post-processing: {post}",
             ]
