@@ -746,8 +746,8 @@ def test_compare_recipes_runs_both_at_the_same_steps(tmp_path, tokenizer):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # each run used a copy
 
 
-def test_activation_checkpointing_on_an_encoder_warns_about_no_cache(tokenizer, caplog):
-    """transformers warned "use_cache=True is incompatible with gradient checkpointing" on an encoder."""
+def test_activation_checkpointing_on_an_encoder_gives_no_cache_warning(tokenizer, caplog):
+    """transformers warned "`use_cache=True` is incompatible with gradient checkpointing" on an encoder (no cache)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.warning_once.cache_clear()  # an earlier test may have used up the one warning

@@ -117,6 +117,8 @@ def trainer_finetune(
     """Fine-tune with ``Trainer``; time ``trainer.train()`` and evaluate if asked."""
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
+    if config.activation_checkpointing and getattr(model.config, "use_cache", False):
+        model.config.use_cache = False  # as our loop does: no "use_cache=True is incompatible" warning in training
     trainer = Trainer(
         model=model,
         args=training_arguments(config, output_dir, device, progress),
