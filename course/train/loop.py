@@ -254,10 +254,10 @@ def same_update(
     import torch
 
     autocast = nullcontext() if autocast is None else autocast
-    copies = [copy.deepcopy(model).eval() for _ in range(2)]
     before = [p.detach().clone() for p in model.parameters()]
-    yours, ours = copies
+    yours = copy.deepcopy(model).eval()
     your_loss = candidate(yours, micro_batches, torch.optim.SGD(yours.parameters(), lr=lr), autocast)
+    ours = copy.deepcopy(model).eval()  # copied only now: an unfinished candidate costs one copy
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     our_loss = train_step(ours, micro_batches, torch.optim.SGD(ours.parameters(), lr=lr), scaler, autocast, None)
     if not isinstance(your_loss, (float, torch.Tensor)) or torch.as_tensor(your_loss).numel() != 1:
