@@ -10,10 +10,12 @@ the lesson which parameters were new, so the notebook can say it in words::
 
     with expected_load_report() as fresh:
         model = load_model(task="sequence-classification")
-    print("new, untrained parameters:", fresh.missing)   # ['classifier.weight', 'classifier.bias']
+    print("new, untrained parameters:", fresh.missing)   # ['classifier.bias', 'classifier.weight']
 
 A report that says anything else (UNEXPECTED or MISMATCHED weights, keys
 outside the expected head) is let through unchanged: that one matters.
+While loading, transformers' "Loading weights" progress bar is off too: an
+executed notebook would keep only its first frame, a bar stuck at 0 %.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ HEAD_PREFIXES = ("classifier.", "score.", "qa_outputs.", "pre_classifier.")
 
 @dataclass
 class LoadNotes:
-    """What the silenced reports said: the freshly initialised (MISSING) parameters, in order."""
+    """What the silenced reports said: the freshly initialised (MISSING) parameters, sorted by name."""
 
     missing: list[str] = field(default_factory=list)
 
@@ -53,7 +55,7 @@ class _ExpectedReportFilter(logging.Filter):
         rows = [(m["key"], m["status"]) for m in _ROW.finditer(message) if m["key"] != "Key"]
         expected = bool(rows) and all(status == "MISSING" and key.startswith(self.prefixes) for key, status in rows)
         if expected:
-            self.notes.missing.extend(key for key, _ in rows if key not in self.notes.missing)
+            self.notes.missing = sorted(set(self.notes.missing) | {key for key, _ in rows})
         return not expected
 
 
@@ -77,6 +79,8 @@ def expected_load_report(prefixes: tuple[str, ...] = HEAD_PREFIXES) -> Iterator[
     notes = LoadNotes()
     quiet = _ExpectedReportFilter(notes, prefixes)
     handlers = _transformers_handlers()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Loading weights: 0%": a saved notebook keeps only its first frame
     for handler in handlers:
         handler.addFilter(quiet)
     try:
@@ -84,3 +88,5 @@ def expected_load_report(prefixes: tuple[str, ...] = HEAD_PREFIXES) -> Iterator[
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -108,7 +108,7 @@ def test_expected_library_messages_stay_out_of_what_a_student_sees(smoke, lesson
     assert "LOAD REPORT" not in seen
     assert "incompatible with gradient checkpointing" not in seen
     assert "<OptimizerNames." not in seen and "<IntervalStrategy." not in seen
-    assert "new, untrained parameters: classifier.weight, classifier.bias" in seen
+    assert "new, untrained parameters: classifier.bias, classifier.weight" in seen
 
 
 def test_finetuning_lesson_splits_memory_and_compares_recipes_fairly(smoke):
