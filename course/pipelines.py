@@ -232,7 +232,7 @@ def max_difference(pipeline_output: list[Any], anatomy: Anatomy) -> float:
     worst = 0.0
     for theirs, ours in zip(pipeline_output, anatomy.result, strict=True):
         if anatomy.task == "feature-extraction":
-            theirs = torch.as_tensor(theirs, dtype=torch.float32).reshape(-1, ours.shape[-1])
+            theirs = torch.as_tensor(theirs, dtype=torch.float32, device=ours.device).reshape(-1, ours.shape[-1])
             if theirs.shape != ours.shape:
                 return float("inf")
             worst = max(worst, (theirs - ours.float()).abs().max().item())
