@@ -66,6 +66,24 @@ def _transformers_handlers() -> list[logging.Handler]:
 
 
 @contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Switch transformers' own progress bars off for the block ("Loading weights", "Writing model shards").
+
+    In a live notebook they flash by; in a saved one only their first frame
+    stays, a bar stuck at 0 %.  They come back on afterwards if they were on.
+    """
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
 def expected_load_report(prefixes: tuple[str, ...] = HEAD_PREFIXES) -> Iterator[LoadNotes]:
     """Silence transformers' LOAD REPORT while loading a model whose only new parts are a fresh head.
 
@@ -79,14 +97,11 @@ def expected_load_report(prefixes: tuple[str, ...] = HEAD_PREFIXES) -> Iterator[
     notes = LoadNotes()
     quiet = _ExpectedReportFilter(notes, prefixes)
     handlers = _transformers_handlers()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Loading weights: 0%": a saved notebook keeps only its first frame
     for handler in handlers:
         handler.addFilter(quiet)
     try:
-        yield notes
+        with no_progress_bars():  # "Loading weights: 0%": a saved notebook keeps only its first frame
+            yield notes
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
-        if bars:
-            hf_logging.enable_progress_bar()

@@ -572,6 +572,11 @@ def test_a_machine_with_fewer_than_two_gpus_launches_cpu_processes(monkeypatch, 
     assert f"{gpus} GPU(s) visible" in plan.reason
     line = shell_line(torchrun_command(plan, ["--steps", "10"]))
     assert line == "torchrun --nproc_per_node 2 -m course.train --steps 10 --device cpu"
+    assert str(plan) == "2 CPU processes (backend gloo, 4 thread(s) each)"
+    command = torchrun_command(plan, ["--steps", "10", "--batch-size", "8"])
+    wrapped = shell_line(command, width=40)
+    assert all(len(part) <= 40 for part in wrapped.splitlines()) and wrapped.count("\n") >= 2
+    assert wrapped.replace(" \\\n    ", " ") == shell_line(command)  # the same words, continued with backslashes
 
 
 def test_several_gpus_get_one_process_each(monkeypatch):

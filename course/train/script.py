@@ -326,10 +326,8 @@ class LaunchPlan:
         return "nccl" if self.device == "cuda" else "gloo"
 
     def __str__(self) -> str:
-        return (
-            f"{self.processes} {'GPU' if self.device == 'cuda' else 'CPU'} processes "
-            f"(backend {self.backend}, {self.threads_per_process} thread(s) each): {self.reason}"
-        )
+        kind = "GPU" if self.device == "cuda" else "CPU"
+        return f"{self.processes} {kind} processes (backend {self.backend}, {self.threads_per_process} thread(s) each)"
 
 
 def launch_plan(processes: int | None = None, device: str = "auto", cpus: int | None = None) -> LaunchPlan:
@@ -415,8 +413,12 @@ def accelerate_command(plan: LaunchPlan, args: Sequence[str], port: int | None =
     return [*command, "-m", "course.train", *args, "--device", plan.device]
 
 
-def shell_line(command: Sequence[str]) -> str:
-    """A launch command as a student would type it (``torchrun``/``accelerate launch``, not the venv's python)."""
+def shell_line(command: Sequence[str], width: int | None = None) -> str:
+    """A launch command as a student would type it (``torchrun``/``accelerate launch``, not the venv's python).
+
+    With ``width``, long commands are broken into shell continuation lines
+    (``\\`` at the end) of at most about ``width`` characters, between words.
+    """
     words = list(command)
     for prefix, name in (
         (["-m", "torch.distributed.run"], ["torchrun"]),
@@ -424,7 +426,16 @@ def shell_line(command: Sequence[str]) -> str:
     ):
         if words[1:3] == prefix:
             words = [*name, *words[3:]]
-    return shlex.join(words)
+    if width is None:
+        return shlex.join(words)
+    lines, current = [], ""
+    for word in (shlex.quote(word) for word in words):
+        if current and len(current) + 1 + len(word) > width - 2:
+            lines.append(current)
+            current = "    " + word
+        else:
+            current = f"{current} {word}" if current else word
+    return " \\\n".join([*lines, current])
 
 
 @dataclass
