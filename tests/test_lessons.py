@@ -97,6 +97,7 @@ def _outputs_text(path) -> str:
         for output in cell.get("outputs", []):
             texts.append(output.get("text", ""))
             texts.append(output.get("data", {}).get("text/plain", ""))
+            texts.append(output.get("data", {}).get("text/markdown", ""))
             texts.extend(output.get("traceback", []))
     return "\n".join(texts)
 
