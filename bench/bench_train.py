@@ -54,23 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     from course.train.trainer import compare_recipes
 
     choice = choose_device(args.device)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
-                         precision=args.precision, fused=True)
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, precision=args.precision, fused=True
+    )
     torch.manual_seed(0)
     tokenizer = load_tokenizer()
     with expected_load_report():  # the fresh head's MISSING report: expected
         initial = load_model(task="sequence-classification")
     train = tokenize(load_dataset()["train"], tokenizer, config.max_length, num_labels=2)
 
-    print(f"device {choice}; torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"device {choice}; torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
+        f"{os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     print(f"{args.steps} steps x batch {args.batch_size}, max length {args.max_length}, {args.precision}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         # warm-up: first-call costs (allocator, kernels, imports) out of the timings
         compare_recipes(initial, tokenizer, train, config, output_dir=folder, device=choice.device, repeats=1)
         # the same steps for both, alternated, each from a fresh copy of the same initial model
-        rows = compare_recipes(initial, tokenizer, train, config, output_dir=folder, device=choice.device,
-                               repeats=args.trials)
+        rows = compare_recipes(
+            initial, tokenizer, train, config, output_dir=folder, device=choice.device, repeats=args.trials
+        )
     results: dict[str, list[float]] = {"loop": [], "trainer": []}
     for row in rows:
         name = "loop" if row["recipe"] == "loop" else "trainer"
@@ -81,14 +86,23 @@ def main(argv: list[str] | None = None) -> int:
     median = {name: statistics.median(values) for name, values in results.items()}
     paired = statistics.median(a / b for a, b in zip(results["loop"], results["trainer"], strict=True))
     ratio = best["loop"] / best["trainer"]
-    print(f"median: course.train {median['loop']:.1f}, Trainer {median['trainer']:.1f} samples/s "
-          f"-> {median['loop'] / median['trainer']:.2f}x; median of paired trials {paired:.2f}x")
-    print(f"best:   course.train {best['loop']:.1f}, Trainer {best['trainer']:.1f} samples/s -> ratio {ratio:.2f}x "
-          f"(goal >= 1.0: {'met' if ratio >= 1.0 else 'NOT met'}; best-of is the estimate least hurt by other load)")
+    print(
+        f"median: course.train {median['loop']:.1f}, Trainer {median['trainer']:.1f} samples/s "
+        f"-> {median['loop'] / median['trainer']:.2f}x; median of paired trials {paired:.2f}x"
+    )
+    print(
+        f"best:   course.train {best['loop']:.1f}, Trainer {best['trainer']:.1f} samples/s -> ratio {ratio:.2f}x "
+        f"(goal >= 1.0: {'met' if ratio >= 1.0 else 'NOT met'}; best-of is the estimate least hurt by other load)"
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        summary = {"config": vars(args), "samples_per_s": results, "ratio_best": ratio, "ratio_paired": paired,
-                   "device": str(choice.device)}
+        summary = {
+            "config": vars(args),
+            "samples_per_s": results,
+            "ratio_best": ratio,
+            "ratio_paired": paired,
+            "device": str(choice.device),
+        }
         Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0
 

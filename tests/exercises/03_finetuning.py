@@ -13,7 +13,7 @@ ANSWERS = {
     optimizer.zero_grad()
     return total
 ''',
-    "fixed_memory_prediction": '''n_parameters = sum(p.numel() for p in model.parameters())
+    "fixed_memory_prediction": """n_parameters = sum(p.numel() for p in model.parameters())
 my_fixed_mib = n_parameters * (4 + 8) / 2**20   # gradient 4 bytes + AdamW's two moments 8 bytes, per parameter
-''',
+""",
 }
