@@ -738,12 +738,8 @@ def test_compare_recipes_runs_both_at_the_same_steps(tmp_path, tokenizer):
     before = [p.detach().clone() for p in model.parameters()]
     train = tokenize(toy_rows(32), tokenizer, 32)
     rows = compare_recipes(model, tokenizer, train, TrainConfig(steps=3, batch_size=4), output_dir=tmp_path, repeats=2)
-    assert [(row["recipe"], row["repeat"]) for row in rows] == [
-        ("loop", 1),
-        ("Trainer", 1),
-        ("loop", 2),
-        ("Trainer", 2),
-    ]
+    runs = [(row["recipe"], row["repeat"]) for row in rows]
+    assert runs == [("loop", 1), ("Trainer", 1), ("Trainer", 2), ("loop", 2)]  # ABBA: load drift favours neither
     assert all(row["samples_per_s"] == pytest.approx(12 / row["seconds"]) for row in rows)
     summary = recipe_summary(rows)
     assert set(summary) == {"loop", "Trainer"}

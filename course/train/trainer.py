@@ -161,8 +161,9 @@ def compare_recipes(
 
     Every run starts from a fresh copy of ``model`` and is timed from the
     call to its end (setting up the optimizer and loader included, for
-    both), so the ratio compares like with like.  Alternating loop, Trainer,
-    loop, Trainer spreads a busy machine's slow moments over both recipes.
+    both), so the ratio compares like with like.  The order alternates as
+    loop, Trainer, Trainer, loop, ... so that a machine whose load drifts
+    during the runs favours neither recipe.
     One row per run: recipe, repeat, seconds, samples/s, mean loss of the last steps.
     """
     import copy
@@ -174,20 +175,25 @@ def compare_recipes(
     check_batch_size(repeats, "repeats")
     config = replace(config.check(), eval_every=0)
     samples = config.steps * config.samples_per_step
-    rows = []
-    for repeat in range(1, repeats + 1):
+
+    def run_loop(repeat: int) -> None:
         trial = copy.deepcopy(model)
         loader = make_loader(train, tokenizer, config.batch_size, seed=config.seed)
         started = time.perf_counter()
         result = fit(trial, loader, config, device=device, progress=False)
-        seconds = time.perf_counter() - started
-        rows.append(_recipe_row("loop", repeat, seconds, samples, result.final_loss))
-        del trial, result
-        trial = copy.deepcopy(model)
-        run = trainer_finetune(trial, tokenizer, train, config, output_dir=output_dir, device=device)
+        rows.append(_recipe_row("loop", repeat, time.perf_counter() - started, samples, result.final_loss))
+
+    def run_trainer(repeat: int) -> None:
+        run = trainer_finetune(copy.deepcopy(model), tokenizer, train, config, output_dir=output_dir, device=device)
         losses = [row["loss"] for row in run.history[-5:]]
         rows.append(_recipe_row("Trainer", repeat, run.seconds, samples, sum(losses) / max(1, len(losses))))
-        del trial, run
+
+    rows: list[dict[str, Any]] = []
+    for repeat in range(1, repeats + 1):
+        # loop, Trainer, Trainer, loop, ...: a machine that speeds up or slows down favours neither
+        order = (run_loop, run_trainer) if repeat % 2 else (run_trainer, run_loop)
+        for runner in order:
+            runner(repeat)
     return rows
 
 
