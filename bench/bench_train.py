@@ -5,7 +5,8 @@ bundled sentiment train split: batch 16, max length 64 with dynamic padding,
 fp32, fused AdamW, gradient clipping at 1.0, a linear schedule.  Each trial
 starts from the same initial weights (a copy made once, so loading the model
 is not timed) and times the whole training call (``fit()`` /
-``trainer.train()``), optimizer creation included.  Trials alternate between
+``trainer.train()``), optimizer creation included: that is
+:func:`course.train.trainer.compare_recipes`, which notebook 03 runs too.  Trials alternate between
 the recipes so that a change in machine load hits both.  Printed, all from
 this one run: the ratio of the best trials (other processes only ever slow a
 trial down, so the best is the least disturbed), of the medians, and the
@@ -20,13 +21,11 @@ Goal: loop / Trainer >= 1.0 on a CPU.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -49,53 +48,61 @@ def main(argv: list[str] | None = None) -> int:
 
     from course.assets import load_dataset, load_model, load_tokenizer
     from course.devices import choose_device
-    from course.train.data import make_loader, tokenize
-    from course.train.loop import TrainConfig, fit
-    from course.train.trainer import trainer_finetune
+    from course.quiet import expected_load_report
+    from course.train.data import tokenize
+    from course.train.loop import TrainConfig
+    from course.train.trainer import compare_recipes
 
     choice = choose_device(args.device)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
-                         precision=args.precision, fused=True)
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, precision=args.precision, fused=True
+    )
     torch.manual_seed(0)
     tokenizer = load_tokenizer()
-    initial = load_model(task="sequence-classification")
+    with expected_load_report():  # the fresh head's MISSING report: expected
+        initial = load_model(task="sequence-classification")
     train = tokenize(load_dataset()["train"], tokenizer, config.max_length, num_labels=2)
 
-    def run_loop() -> float:
-        model = copy.deepcopy(initial)
-        loader = make_loader(train, tokenizer, config.batch_size, seed=config.seed)
-        started = time.perf_counter()
-        fit(model, loader, config, device=choice.device, progress=False)
-        return config.steps * config.samples_per_step / (time.perf_counter() - started)
-
-    def run_trainer() -> float:
-        model = copy.deepcopy(initial)
-        with tempfile.TemporaryDirectory() as folder:
-            return trainer_finetune(model, tokenizer, train, config, output_dir=folder,
-                                    device=choice.device).samples_per_s
-
-    print(f"device {choice}; torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"device {choice}; torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
+        f"{os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     print(f"{args.steps} steps x batch {args.batch_size}, max length {args.max_length}, {args.precision}", flush=True)
-    run_loop(), run_trainer()  # warm-up: first-call costs (allocator, kernels, imports) out of the timings
+    with tempfile.TemporaryDirectory() as folder:
+        # warm-up: first-call costs (allocator, kernels, imports) out of the timings
+        compare_recipes(initial, tokenizer, train, config, output_dir=folder, device=choice.device, repeats=1)
+        # the same steps for both, alternated, each from a fresh copy of the same initial model
+        rows = compare_recipes(
+            initial, tokenizer, train, config, output_dir=folder, device=choice.device, repeats=args.trials
+        )
     results: dict[str, list[float]] = {"loop": [], "trainer": []}
-    for trial in range(args.trials):
-        for name, runner in (("loop", run_loop), ("trainer", run_trainer)):
-            results[name].append(runner())
-            print(f"trial {trial + 1} {name:<8} {results[name][-1]:7.1f} samples/s "
-                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    for row in rows:
+        name = "loop" if row["recipe"] == "loop" else "trainer"
+        results[name].append(row["samples_per_s"])
+        print(f"trial {row['repeat']} {name:<8} {row['samples_per_s']:7.1f} samples/s", flush=True)
+    print(f"load average after the trials {os.getloadavg()[0]:.1f}")
     best = {name: max(values) for name, values in results.items()}
     median = {name: statistics.median(values) for name, values in results.items()}
     paired = statistics.median(a / b for a, b in zip(results["loop"], results["trainer"], strict=True))
     ratio = best["loop"] / best["trainer"]
-    print(f"median: course.train {median['loop']:.1f}, Trainer {median['trainer']:.1f} samples/s "
-          f"-> {median['loop'] / median['trainer']:.2f}x; median of paired trials {paired:.2f}x")
-    print(f"best:   course.train {best['loop']:.1f}, Trainer {best['trainer']:.1f} samples/s -> ratio {ratio:.2f}x "
-          f"(goal >= 1.0: {'met' if ratio >= 1.0 else 'NOT met'}; best-of is the estimate least hurt by other load)")
+    print(
+        f"median: course.train {median['loop']:.1f}, Trainer {median['trainer']:.1f} samples/s "
+        f"-> {median['loop'] / median['trainer']:.2f}x; median of paired trials {paired:.2f}x"
+    )
+    print(
+        f"best:   course.train {best['loop']:.1f}, Trainer {best['trainer']:.1f} samples/s -> ratio {ratio:.2f}x "
+        f"(goal >= 1.0: {'met' if ratio >= 1.0 else 'NOT met'}; best-of is the estimate least hurt by other load)"
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        summary = {"config": vars(args), "samples_per_s": results, "ratio_best": ratio, "ratio_paired": paired,
-                   "device": str(choice.device)}
+        summary = {
+            "config": vars(args),
+            "samples_per_s": results,
+            "ratio_best": ratio,
+            "ratio_paired": paired,
+            "device": str(choice.device),
+        }
         Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from course.devices import DeviceChoice, choose_device
 from course.errors import CourseError
-from course.train.data import check_batch_size, check_max_length
-from course.train.memory import fits_in_memory
+from course.memory import fits_in_memory
+from course.validate import check_batch_size, check_max_length
 
 if TYPE_CHECKING:
     import torch
@@ -131,9 +131,13 @@ class Anatomy:
     result: list[Any]
 
     def describe(self) -> str:
-        """Three lines, one per step, with the shapes that flow between them."""
+        """One line per step (plus the first text's tokens), with the shapes that flow between them.
+
+        Lines stay under about 100 characters, so a notebook does not wrap them mid-word.
+        """
         post = (
-            "mean over real tokens (mask) -> one vector per text; the pipeline itself returns the token vectors"
+            "mean over real tokens (mask) -> one vector per text\n"
+            "   (the feature-extraction pipeline itself returns the token vectors)"
             if self.task == "feature-extraction"
             else "softmax over logits -> highest probability -> label name from config.id2label"
         )
@@ -141,7 +145,8 @@ class Anatomy:
         return "\n".join(
             [
                 f"1. tokenizer: {len(self.texts)} texts -> input_ids {tuple(self.input_ids.shape)}"
-                f" + attention_mask (0 = padding); first text: {self.tokens[0]}",
+                " + attention_mask (0 = padding)",
+                f"   first text: {' '.join(self.tokens[0])}",
                 f"2. model: -> {name} {tuple(self.model_output.shape)}",
                 f"3. post-processing: {post}",
             ]
@@ -227,7 +232,7 @@ def max_difference(pipeline_output: list[Any], anatomy: Anatomy) -> float:
     worst = 0.0
     for theirs, ours in zip(pipeline_output, anatomy.result, strict=True):
         if anatomy.task == "feature-extraction":
-            theirs = torch.as_tensor(theirs, dtype=torch.float32).reshape(-1, ours.shape[-1])
+            theirs = torch.as_tensor(theirs, dtype=torch.float32, device=ours.device).reshape(-1, ours.shape[-1])
             if theirs.shape != ours.shape:
                 return float("inf")
             worst = max(worst, (theirs - ours.float()).abs().max().item())
@@ -250,14 +255,19 @@ def _synchronize(device: torch.device) -> None:
 
 
 def throughput_sweep(
-    pipe: Pipeline, texts: Sequence[str], batch_sizes: Iterable[int] = (1, 2, 4, 8, 16, 32), repeats: int = 1
-) -> list[dict[str, float]]:
-    """Sentences per second of ``pipe(texts, batch_size=b)`` for each ``b`` (best of ``repeats``).
+    pipe: Pipeline, texts: Sequence[str], batch_sizes: Iterable[int] = (1, 2, 4, 8, 16, 32), repeats: int = 3
+) -> list[dict[str, Any]]:
+    """Sentences per second of ``pipe(texts, batch_size=b)`` for each ``b``, measured ``repeats`` times.
 
-    Each size gets one warm-up call on a few texts first.  Bigger batches use
-    the hardware better, until padding (every text in a batch is as long as
-    the longest) and memory catch up.
+    Each size gets one warm-up call on a few texts first, then ``repeats``
+    timed calls over all ``texts``.  A row holds the median time
+    (``seconds``, ``sentences_per_s``), the fastest and slowest repeat
+    (``best_per_s``, ``worst_per_s``: the spread shows how much one number
+    can be trusted on a shared machine), every time (``times``), and the
+    share of padding tokens the batches carried (``padding``).
     """
+    import statistics
+
     texts = _texts(texts)
     sizes = [check_batch_size(b) for b in batch_sizes]
     if not sizes:
@@ -268,27 +278,61 @@ def throughput_sweep(
     for size in sizes:
         with fits_in_memory(f"batch size {size}", pipe.device):
             pipe(texts[: min(size, len(texts))], batch_size=size, **extra)  # warm-up
-            best = float("inf")
+            times = []
             for _ in range(repeats):
                 started = time.perf_counter()
                 pipe(texts, batch_size=size, **extra)
                 _synchronize(pipe.device)
-                best = min(best, time.perf_counter() - started)
-        rows.append({"batch_size": size, "seconds": best, "sentences_per_s": len(texts) / best})
+                times.append(time.perf_counter() - started)
+        median = statistics.median(times)
+        rows.append(
+            {
+                "batch_size": size,
+                "seconds": median,
+                "sentences_per_s": len(texts) / median,
+                "best_per_s": len(texts) / min(times),
+                "worst_per_s": len(texts) / max(times),
+                "times": times,
+                "padding": padding_fraction(pipe.tokenizer, texts, size),
+            }
+        )
     return rows
 
 
-def plot_throughput(rows: list[dict[str, float]], title: str = "Pipeline throughput") -> Figure:
-    """Sentences per second against batch size (log-scaled x)."""
+def padding_fraction(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_size: int) -> float:
+    """Share of the tokens computed that are padding, when ``texts`` go through in batches of ``batch_size``.
+
+    A pipeline keeps the texts in order and pads every batch to its longest
+    text, so a batch of 32 is as long as the longest of 32 texts: the bigger
+    the batch, the more of the work is spent on padding.
+    """
+    texts = _texts(texts)
+    check_batch_size(batch_size)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
+    computed = 0
+    for start in range(0, len(lengths), batch_size):
+        chunk = lengths[start : start + batch_size]
+        computed += len(chunk) * max(chunk)
+    return 1 - sum(lengths) / computed
+
+
+def plot_throughput(rows: list[dict[str, Any]], title: str = "Pipeline throughput") -> Figure:
+    """Sentences per second against batch size (log-scaled x): the median, with bars from slowest to fastest."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["batch_size"] for r in rows], [r["sentences_per_s"] for r in rows], marker="o")
+    sizes = [r["batch_size"] for r in rows]
+    medians = [r["sentences_per_s"] for r in rows]
+    low = [m - r.get("worst_per_s", m) for m, r in zip(medians, rows, strict=True)]
+    high = [r.get("best_per_s", m) - m for m, r in zip(medians, rows, strict=True)]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.errorbar(sizes, medians, yerr=[low, high], marker="o", capsize=4, label="median (bars: slowest..fastest)")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("sentences / s")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -113,7 +113,7 @@ def _descendants(pid: int) -> list[int]:
 
 def _peak_rss_mb(pid: int) -> float:
     """Peak resident memory of one process in MB: VmHWM on Linux, current RSS elsewhere."""
-    from course.train.memory import high_water_mb
+    from course.memory import high_water_mb
 
     peak = high_water_mb(pid)
     if peak is not None:

@@ -24,7 +24,9 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     result = subprocess.run(
         [sys.executable, "-m", "course", "run", "--profile", "smoke", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     summary = json.loads((out / "summary.json").read_text())
     by_name = {entry["name"]: entry for entry in summary["notebooks"]}
@@ -135,3 +137,56 @@ def test_attention_lesson_recomputes_the_whole_block_and_measures_sqrt_d(smoke):
     metrics = smoke["01_attention"]["metrics"]
     assert metrics["attention_block_max_error"] <= 1e-4
     assert abs(metrics["sqrt_d_scaled_variance_d1024"] - 1) < 0.15
+
+
+def _outputs_text(path) -> str:
+    """Every text a student sees in an executed notebook: streams, plain-text results, errors."""
+    import nbformat
+
+    texts = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", ""))
+            texts.append(output.get("data", {}).get("text/plain", ""))
+            texts.append(output.get("data", {}).get("text/markdown", ""))
+            texts.extend(output.get("traceback", []))
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("lesson", ["02_pipelines", "03_finetuning"])
+def test_expected_library_messages_stay_out_of_what_a_student_sees(smoke, lesson):
+    """No LOAD REPORT box for the fresh head (explained in prose), no cache warning, no raw enum reprs."""
+    seen = _outputs_text(smoke[lesson]["output"])
+    assert "LOAD REPORT" not in seen
+    assert "incompatible with gradient checkpointing" not in seen
+    assert "<OptimizerNames." not in seen and "<IntervalStrategy." not in seen
+    assert "new, untrained parameters: classifier.bias, classifier.weight" in seen
+
+
+def test_finetuning_lesson_splits_memory_and_compares_recipes_fairly(smoke):
+    metrics = smoke["03_finetuning"]["metrics"]
+    assert 255 < metrics["fixed_training_memory_mb"] < 265  # 22.7 M parameters x 12 bytes, in MiB
+    assert 0.3 < metrics["loop_vs_trainer_ratio"] < 3  # the same steps each: no 0.45x artefact of 120 vs 20 steps
+    seen = _outputs_text(smoke["03_finetuning"]["output"])
+    assert "our loop / Trainer" in seen and "fixed (MiB) | grows (MiB)" in seen
+    assert "torchrun --nproc_per_node" in seen and "--device" in seen  # a launch this machine can run
+
+
+def test_pipelines_lesson_repeats_the_sweep_and_shows_the_pooler(smoke):
+    seen = _outputs_text(smoke["02_pipelines"]["output"])
+    assert "largest difference, logits by hand vs the model" in seen
+    assert seen.count("(runs ") >= 3  # every sweep point shows the spread of its repeats
+    assert "padding" in seen
+
+
+@pytest.mark.parametrize("lesson", ["02_pipelines", "03_finetuning"])
+def test_printed_lines_fit_a_notebook_without_wrapping(smoke, lesson):
+    """JupyterLab breaks long output lines anywhere, mid-word included: keep what the lessons print short."""
+    import nbformat
+
+    long = []
+    for cell in nbformat.read(smoke[lesson]["output"], as_version=4).cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stdout":
+                long += [line for line in output["text"].splitlines() if len(line) > 115]
+    assert not long, f"{len(long)} printed line(s) over 115 characters, e.g. {long[0]!r}"

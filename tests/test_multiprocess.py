@@ -91,17 +91,57 @@ def test_trainer_under_torchrun_logs_the_single_process_loss(tmp_path):
 
 def test_accelerate_launch_multi_gpu_starts_two_cpu_processes(tmp_path):
     out = tmp_path / "accelerate"
-    launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    launcher = [
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
     check(run(launcher, [*COMMON, "--steps", "2", "--batch-size", "4", "--expect-processes", "2"], out))
     assert [report["world_size"] for report in reports(out, 2)] == [2, 2]
 
 
 def test_accelerate_launch_cpu_runs_one_process_and_the_script_says_so(tmp_path):
     out = tmp_path / "accelerate-cpu"
-    launcher = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launcher = [
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     done = run(launcher, [*COMMON, "--expect-processes", "2"], out)
     assert done.returncode != 0
     assert "runs ONE process whatever --num_processes says" in done.stderr
     assert "error: expected 2 processes but 1 started" in done.stderr
+
+
+def test_launch_runs_what_this_machine_can_and_reads_every_process(tmp_path):
+    """What notebook 03 calls: a plan for this machine (2 CPU processes here), torchrun, the reports read back."""
+    from course.train.script import launch, launch_plan
+
+    plan = launch_plan(device="cpu")
+    run = launch(
+        plan,
+        ["--steps", "2", "--batch-size", "4", "--max-length", "32", "--dropout", "0", "--no-progress"],
+        tmp_path / "launched",
+    )
+    assert [rank["rank"] for rank in run.ranks] == [0, 1]
+    assert all(rank["world_size"] == 2 and rank["steps"] == 2 for rank in run.ranks)
+    assert run.in_sync and run.result["global_batch"] == 8 and run.seconds > 0
+    assert "2 process(es), 2 steps" in run.stdout

@@ -13,6 +13,7 @@ from course.pipelines import (
     make_pipeline,
     max_difference,
     mean_pool,
+    padding_fraction,
     plot_throughput,
     semantic_search,
     throughput_sweep,
@@ -109,14 +110,28 @@ def test_empty_or_non_string_texts_are_errors(features):
 # ---------------------------------------------------------------------- throughput
 
 
-def test_throughput_sweep_rows_and_plot(features):
+def test_throughput_sweep_repeats_each_point_and_keeps_the_spread(features):
     texts = TEXTS * 4
-    rows = throughput_sweep(features, texts, batch_sizes=[1, 4])
+    rows = throughput_sweep(features, texts, batch_sizes=[1, 4], repeats=3)
     assert [row["batch_size"] for row in rows] == [1, 4]
     for row in rows:
+        assert len(row["times"]) == 3
+        assert row["seconds"] == sorted(row["times"])[1]  # the median of three
         assert row["sentences_per_s"] == pytest.approx(len(texts) / row["seconds"])
+        assert row["worst_per_s"] <= row["sentences_per_s"] <= row["best_per_s"]
+    assert rows[0]["padding"] == 0.0 < rows[1]["padding"]  # one text per batch never pads
     fig = plot_throughput(rows)
     assert list(fig.axes[0].lines[0].get_xdata()) == [1, 4]
+
+
+def test_padding_fraction_counts_what_each_batch_pads(features):
+    tokenizer = features.tokenizer
+    short, long = "ok.", "this one is a good deal longer than the other text."
+    n_short, n_long = (len(tokenizer(t)["input_ids"]) for t in (short, long))
+    assert padding_fraction(tokenizer, [short, long], 1) == 0.0
+    assert padding_fraction(tokenizer, [short, long], 2) == pytest.approx(1 - (n_short + n_long) / (2 * n_long))
+    with pytest.raises(CourseError, match="batch_size must be a positive integer"):
+        padding_fraction(tokenizer, [short], 0)
 
 
 @pytest.mark.parametrize("sizes, message", [([0], "batch_size must be a positive integer"), ([], "is empty")])
@@ -153,8 +168,9 @@ def test_semantic_search_finds_the_closest_meaning(encoder):
 
 
 def test_cosine_similarity_checks_sizes():
-    torch.testing.assert_close(cosine_similarity(torch.tensor([1.0, 0.0]), torch.tensor([[2.0, 0.0]])),
-                               torch.tensor([[1.0]]))
+    torch.testing.assert_close(
+        cosine_similarity(torch.tensor([1.0, 0.0]), torch.tensor([[2.0, 0.0]])), torch.tensor([[1.0]])
+    )
     with pytest.raises(CourseError, match="different sizes: 3 vs 2"):
         cosine_similarity(torch.ones(3), torch.ones(2))
 
@@ -172,3 +188,42 @@ def test_zero_shot_sentiment_beats_chance_on_the_bundled_test_split(encoder):
     assert set(answers[0]["scores"]) == {"negative", "positive"}
     accuracy = sum(a["label"] == ["negative", "positive"][row["label"]] for a, row in zip(answers, test, strict=True))
     assert accuracy / len(test) >= 0.65
+
+
+# ------------------------------------------------------------- expected messages
+
+
+def _report(rows: str) -> str:
+    return f"BertForSequenceClassification LOAD REPORT from: /x\nKey | Status |\n---+---\n{rows}\nNotes: ..."
+
+
+def test_the_fresh_head_load_report_is_kept_out_and_named(capfd):
+    from course.assets import load_model
+    from course.quiet import expected_load_report
+
+    with expected_load_report() as fresh:
+        load_model(task="sequence-classification")
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "Loading weights" not in err
+    assert fresh.missing == ["classifier.bias", "classifier.weight"]
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # switched back on afterwards
+
+
+def test_any_other_load_report_still_reaches_the_output():
+    import logging
+
+    from course.quiet import LoadNotes, _ExpectedReportFilter
+
+    notes = LoadNotes()
+    keep = _ExpectedReportFilter(notes, ("classifier.",))
+
+    def passes(message: str) -> bool:
+        return keep.filter(logging.LogRecord("transformers", logging.WARNING, "", 0, message, None, None))
+
+    assert not passes(_report("classifier.weight | MISSING |\nclassifier.bias   | MISSING |"))
+    assert passes(_report("classifier.weight | MISSING |\nbert.pooler.dense.weight | UNEXPECTED |"))
+    assert passes(_report("encoder.layer.0.weight | MISSING |"))
+    assert passes("some other warning")
+    assert notes.missing == ["classifier.bias", "classifier.weight"]

@@ -8,6 +8,7 @@ that save and reload use the real bundled model.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -179,6 +180,64 @@ def test_fp16_without_cuda_and_unknown_precisions_are_errors():
         choose_precision("half", "cpu")
 
 
+@pytest.fixture
+def simulated_gpu(monkeypatch):
+    """Pretend a CUDA GPU of a given compute capability is present, as torch reports it.
+
+    ``torch.cuda.is_bf16_supported()`` is faked with torch's own semantics: True
+    from 8.0 on, and with its default ``including_emulation=True`` also below
+    8.0 (where a bfloat16 tensor can be created, but runs emulated and slowly).
+    """
+
+    def install(major: int, minor: int) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+        monkeypatch.setattr(
+            torch.cuda, "is_bf16_supported", lambda including_emulation=True: major >= 8 or including_emulation
+        )
+
+    return install
+
+
+@pytest.mark.parametrize(
+    ("capability", "name", "dtype", "words"),
+    [
+        ((6, 1), "fp16", torch.float16, "no native bf16"),
+        ((7, 0), "fp16", torch.float16, "emulate"),
+        ((7, 5), "fp16", torch.float16, "emulate"),
+        ((8, 0), "bf16", torch.bfloat16, "natively"),
+        ((9, 0), "bf16", torch.bfloat16, "natively"),
+    ],
+    ids=["pascal-6.1", "v100-7.0", "t4-7.5", "a100-8.0", "h100-9.0"],
+)
+def test_auto_precision_on_cuda_needs_compute_capability_8_for_bf16(simulated_gpu, capability, name, dtype, words):
+    """bf16 only where it is native (>= 8.0); below, fp16 with a GradScaler, whatever emulation allows."""
+    simulated_gpu(*capability)
+    choice = choose_precision("auto", "cuda")
+    assert (choice.name, choice.dtype) == (name, dtype)
+    assert words in choice.reason
+    assert f"{capability[0]}.{capability[1]}" in choice.reason
+    if name == "fp16":
+        assert "GradScaler" in choice.reason and "natively" not in choice.reason
+
+
+@pytest.mark.parametrize(("capability", "native"), [((7, 5), False), ((8, 0), True)])
+def test_requested_bf16_on_cuda_says_whether_it_is_emulated(simulated_gpu, capability, native):
+    simulated_gpu(*capability)
+    choice = choose_precision("bf16", "cuda")
+    assert choice.dtype is torch.bfloat16
+    assert ("native" in choice.reason) is native
+    assert ("EMULATED" in choice.reason) is (not native)
+
+
+def test_requested_bf16_on_a_gpu_that_cannot_even_emulate_it_is_one_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (5, 2))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    with pytest.raises(CourseError, match=r"compute capability 5.2\) cannot run bf16 .*use fp16"):
+        choose_precision("bf16", "cuda")
+
+
 # --------------------------------------------------------------------- the arithmetic
 
 
@@ -246,13 +305,15 @@ def test_evaluate_weights_every_sample_and_restores_train_mode(tokenizer):
 
 def test_fit_learns_a_toy_task_and_reports_what_it_did(tokenizer):
     model = tiny_model(tokenizer)
-    loaders = make_loaders({"train": toy_rows(96), "validation": toy_rows(24)}, tokenizer, model,
-                           batch_size=8, max_length=32)
+    loaders = make_loaders(
+        {"train": toy_rows(96), "validation": toy_rows(24)}, tokenizer, model, batch_size=8, max_length=32
+    )
     before = evaluate(model, loaders["validation"])
     config = TrainConfig(steps=40, batch_size=8, grad_accum=2, lr=3e-3, eval_every=20)
     seen = []
-    result = fit(model, loaders["train"], config, eval_loader=loaders["validation"], progress=False,
-                 on_step=seen.append)
+    result = fit(
+        model, loaders["train"], config, eval_loader=loaders["validation"], progress=False, on_step=seen.append
+    )
     after = evaluate(model, loaders["validation"])
     assert after["accuracy"] >= 0.9 > before["accuracy"]
     assert after["loss"] < before["loss"] - 0.1
@@ -314,10 +375,48 @@ def test_live_plot_keeps_a_static_figure(tmp_path):
     plot.log(5, eval_loss=0.3, eval_accuracy=0.8)
     fig = plot.figure()
     loss_ax, acc_ax = fig.axes[:2]
-    assert [line.get_label() for line in loss_ax.lines] == ["eval_loss", "loss"]
+    assert [line.get_label() for line in loss_ax.lines] == ["loss", "eval_loss"]
     assert [line.get_label() for line in acc_ax.lines] == ["eval_accuracy"]
     path = plot.save(tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_live_plot_lines_keep_their_colour_and_the_legend_its_place():
+    """The bug: sorting by name put eval_loss first once it appeared, so the loss line changed colour at step 40."""
+    plot = LivePlot(display=False)
+    plot.log(1, loss=0.7)
+    before = plot.figure().axes[0]
+    plot.log(2, loss=0.6)
+    plot.log(2, eval_loss=0.65, eval_accuracy=0.7)
+    after = plot.figure().axes[0]
+    colour = {line.get_label(): line.get_color() for line in after.lines}
+    assert before.lines[0].get_color() == colour["loss"] != colour["eval_loss"]
+    assert before.get_legend()._loc == after.get_legend()._loc
+
+
+def test_live_plot_says_what_the_empty_accuracy_panel_waits_for():
+    plot = LivePlot(display=False)
+    plot.log(1, loss=0.7)
+    texts = [text.get_text() for text in plot.figure().axes[1].texts]
+    assert texts == ["accuracy appears after\nthe first evaluation"]
+    plot.log(1, eval_accuracy=0.5)
+    assert list(plot.figure().axes[1].texts) == []
+
+
+def test_live_plot_draws_an_evaluation_at_once_and_big_enough(monkeypatch):
+    plot = LivePlot(display=True, every_seconds=3600)
+    drawn = []
+
+    def show():  # what _show does, minus the drawing
+        drawn.append(len(plot.history))
+        plot._last_draw, plot._wait = time.monotonic(), plot.every_seconds
+
+    monkeypatch.setattr(plot, "_show", show)
+    plot.log(1, loss=0.7)  # the first point draws
+    plot.log(2, loss=0.6)  # too soon: waits
+    plot.log(2, eval_loss=0.6, eval_accuracy=0.7)  # an evaluation draws at once
+    assert drawn == [1, 3]
+    assert plot.DPI >= 100 and plot.FIGSIZE[0] >= 9
 
 
 # ------------------------------------------------------------------ save and reload
@@ -396,8 +495,10 @@ def test_profile_settings_rows(tokenizer):
     from course.train.profile import format_table, profile_settings
 
     model = tiny_model(tokenizer)
-    settings = [{"batch_size": 4, "max_length": 16}, {"batch_size": 2, "max_length": 32, "grad_accum": 2,
-                                                       "activation_checkpointing": True}]
+    settings = [
+        {"batch_size": 4, "max_length": 16},
+        {"batch_size": 2, "max_length": 32, "grad_accum": 2, "activation_checkpointing": True},
+    ]
     rows = profile_settings(model, tokenizer, toy_rows(16), settings, steps=2)
     assert [row["setting"] for row in rows] == ["b4 L16", "b2x2 L32 ckpt"]
     assert [row["samples_per_step"] for row in rows] == [4, 4]
@@ -425,11 +526,239 @@ def test_script_refuses_a_wrong_process_count_before_loading_anything(capsys, mo
 def test_script_single_process_writes_its_reports(tmp_path):
     from course.train.script import main
 
-    assert main(["--steps", "2", "--batch-size", "4", "--max-length", "32", "--out", str(tmp_path),
-                 "--no-progress", "--device", "cpu", "--save"]) == 0
+    assert (
+        main(
+            [
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--max-length",
+                "32",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--save",
+            ]
+        )
+        == 0
+    )
     rank = json.loads((tmp_path / "rank0.json").read_text())
     result = json.loads((tmp_path / "result.json").read_text())
     assert rank["world_size"] == 1 and rank["steps"] == 2 and rank["samples_this_process"] == 8
     assert rank["final_checksum"] != rank["initial_checksum"]
     assert result["eval_split"] == "validation" and result["eval"]["samples"] == 120
     assert (tmp_path / "model" / "config.json").is_file()
+
+
+# --------------------------------------------------------------- launching processes
+
+
+def _gpus(monkeypatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_a_machine_with_fewer_than_two_gpus_launches_cpu_processes(monkeypatch, gpus):
+    """The bug: a one-GPU machine was told to run torchrun --nproc_per_node 2 on the GPU, which cannot work."""
+    from course.train.script import launch_plan, shell_line, torchrun_command
+
+    _gpus(monkeypatch, gpus)
+    plan = launch_plan(cpus=8)
+    assert (plan.processes, plan.device, plan.backend, plan.threads_per_process) == (2, "cpu", "gloo", 4)
+    assert f"{gpus} GPU(s) visible" in plan.reason
+    line = shell_line(torchrun_command(plan, ["--steps", "10"]))
+    assert line == "torchrun --nproc_per_node 2 -m course.train --steps 10 --device cpu"
+    assert str(plan) == "2 CPU processes (backend gloo, 4 thread(s) each)"
+    command = torchrun_command(plan, ["--steps", "10", "--batch-size", "8"])
+    wrapped = shell_line(command, width=40)
+    assert all(len(part) <= 40 for part in wrapped.splitlines()) and wrapped.count("\n") >= 2
+    assert wrapped.replace(" \\\n    ", " ") == shell_line(command)  # the same words, continued with backslashes
+
+
+def test_several_gpus_get_one_process_each(monkeypatch):
+    from course.train.script import accelerate_command, launch_plan, shell_line
+
+    _gpus(monkeypatch, 4)
+    plan = launch_plan(cpus=16)
+    assert (plan.processes, plan.device, plan.backend, plan.threads_per_process) == (4, "cuda", "nccl", 4)
+    assert launch_plan(2).processes == 2
+    assert shell_line(accelerate_command(plan, ["--steps", "5"])).startswith(
+        "accelerate launch --multi_gpu --num_processes 4 "
+    )
+    with pytest.raises(CourseError, match="8 processes need 8 GPUs, 4 visible"):
+        launch_plan(8, device="cuda")
+    assert launch_plan(8).device == "cpu"  # auto: more processes than GPUs share the CPU
+
+
+def test_asking_for_gpu_processes_without_enough_gpus_is_one_line(monkeypatch):
+    from course.train.script import launch_plan
+
+    _gpus(monkeypatch, 1)
+    with pytest.raises(CourseError, match="2 GPU processes need 2 GPUs, 1 visible"):
+        launch_plan(device="cuda")
+    with pytest.raises(CourseError, match="processes must be a positive integer"):
+        launch_plan(0)
+    with pytest.raises(CourseError, match="unknown device 'tpu'"):
+        launch_plan(device="tpu")
+
+
+def test_results_of_a_launch_are_read_and_checked(tmp_path):
+    from course.train.script import LaunchPlan, LaunchResult, read_results
+
+    for rank in (0, 1):
+        (tmp_path / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": 2, "final_checksum": 1.5}))
+    (tmp_path / "result.json").write_text(json.dumps({"world_size": 2}))
+    ranks, result = read_results(tmp_path, 2)
+    assert [r["rank"] for r in ranks] == [0, 1] and result["world_size"] == 2
+    assert LaunchResult(LaunchPlan(2, "cpu", 1, "test"), [], 1.0, ranks, result).in_sync
+    (tmp_path / "rank1.json").unlink()
+    with pytest.raises(CourseError, match="left no complete report"):
+        read_results(tmp_path, 2)
+
+
+def test_a_failed_launch_reports_the_processes_error_line(monkeypatch, tmp_path):
+    from course.train import script
+
+    class Done:
+        returncode = 1
+        stdout = ""
+        stderr = "Traceback...\ncourse.train (process 0): error: max_length must be an integer >= 2, got 1\nmore\n"
+
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: Done())
+    plan = script.LaunchPlan(2, "cpu", 1, "test")
+    failed = r"2-process run failed \(exit 1\): course.train \(process 0\): error: max_length"
+    with pytest.raises(CourseError, match=failed):
+        script.launch(plan, ["--max-length", "1"], tmp_path)
+    with pytest.raises(CourseError, match="unknown launcher 'mpirun'"):
+        script.launch(plan, [], tmp_path, launcher="mpirun")
+
+
+# ------------------------------------------------------------ the exercises' checkers
+
+
+def _reference_answer(model, micro_batches, optimizer, autocast):
+    """The exercise solved: accumulate, autocast, one step, zero the gradients."""
+    total = 0.0
+    for batch in micro_batches:
+        with autocast:
+            loss = model(**batch).loss / len(micro_batches)
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    optimizer.zero_grad()
+    return total
+
+
+def _micro_batches(tokenizer, n=2, size=4):
+    loader = make_loader(tokenize(toy_rows(n * size), tokenizer, 32), tokenizer, size, shuffle=False)
+    return list(loader)[:n]
+
+
+def test_same_update_accepts_a_correct_step_with_bf16_autocast(tokenizer):
+    from course.train.loop import same_update
+
+    autocast = autocast_context("cpu", choose_precision("bf16", "cpu"))
+    assert same_update(_reference_answer, tiny_model(tokenizer), _micro_batches(tokenizer), autocast) is True
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("no_division", "moved 2.00x as far.*divide each micro-batch loss"),
+        ("no_autocast", "under `with autocast:`"),
+        ("no_zero_grad", "gradients are left in .grad"),
+        ("no_step", "moved 0.00x as far.*call optimizer.step"),
+        ("returns_list", "return the step's mean loss"),
+    ],
+)
+def test_same_update_names_the_mistake(tokenizer, mistake, message):
+    from course.train.loop import same_update
+
+    def wrong(model, micro_batches, optimizer, autocast):
+        losses = []
+        for batch in micro_batches:
+            with autocast if mistake != "no_autocast" else torch.autocast("cpu", enabled=False):
+                loss = model(**batch).loss
+            (loss if mistake == "no_division" else loss / len(micro_batches)).backward()
+            losses.append(loss.item() / len(micro_batches))
+        if mistake != "no_step":
+            optimizer.step()
+        if mistake != "no_zero_grad":
+            optimizer.zero_grad()
+        return losses if mistake == "returns_list" else sum(losses)
+
+    autocast = autocast_context("cpu", choose_precision("bf16", "cpu"))
+    with pytest.raises(CourseError, match=message):
+        same_update(wrong, tiny_model(tokenizer), _micro_batches(tokenizer), autocast)
+
+
+def test_fixed_memory_is_parameters_times_4_4_8_bytes(tokenizer):
+    from course.train.profile import fixed_memory, format_table
+
+    model = tiny_model(tokenizer)
+    params = sum(p.numel() for p in model.parameters())
+    fixed = fixed_memory(model)
+    assert fixed["parameters"] == params
+    assert fixed["training_extra_mb"] == pytest.approx(params * 12 / 2**20)
+    assert fixed["total_mb"] == pytest.approx(params * 16 / 2**20)
+    row = {
+        "setting": "b8 L64",
+        "samples_per_step": 8,
+        "step_time_s": 0.5,
+        "samples_per_s": 16.0,
+        "peak_mb": 900.0,
+        "extra_mb": 300.0,
+        "memory": "process RSS",
+    }
+    table = format_table([row], fixed_mb=260.0)
+    assert table.splitlines()[0].endswith("fixed (MiB) | grows (MiB) |")
+    assert table.splitlines()[2].endswith("| 260 | 40 |")
+
+
+def test_minilm_fixed_memory_is_about_270_mb():
+    """The figure the lesson quotes: 22.7 M parameters x 12 bytes of gradients and AdamW state."""
+    from course.assets import load_model
+    from course.quiet import expected_load_report
+    from course.train.profile import fixed_memory
+
+    with expected_load_report():
+        fixed = fixed_memory(load_model(task="sequence-classification"))
+    assert 22.5e6 < fixed["parameters"] < 23e6
+    assert 265e6 < fixed["training_extra_mb"] * 2**20 < 280e6
+
+
+def test_compare_recipes_runs_both_at_the_same_steps(tmp_path, tokenizer):
+    from course.train.trainer import compare_recipes, recipe_summary
+
+    model = tiny_model(tokenizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    train = tokenize(toy_rows(32), tokenizer, 32)
+    rows = compare_recipes(model, tokenizer, train, TrainConfig(steps=3, batch_size=4), output_dir=tmp_path, repeats=2)
+    runs = [(row["recipe"], row["repeat"]) for row in rows]
+    assert runs == [("loop", 1), ("Trainer", 1), ("Trainer", 2), ("loop", 2)]  # ABBA: load drift favours neither
+    assert all(row["samples_per_s"] == pytest.approx(12 / row["seconds"]) for row in rows)
+    summary = recipe_summary(rows)
+    assert set(summary) == {"loop", "Trainer"}
+    assert all(s["min"] <= s["median"] <= s["max"] for s in summary.values())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # each run used a copy
+
+
+def test_activation_checkpointing_on_an_encoder_gives_no_cache_warning(tokenizer, caplog):
+    """transformers warned "`use_cache=True` is incompatible with gradient checkpointing" on an encoder (no cache)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # an earlier test may have used up the one warning
+    model = tiny_model(tokenizer)
+    model.config.use_cache = True
+    loader = make_loader(tokenize(toy_rows(8), tokenizer, 32), tokenizer, 4)
+    logger = hf_logging.get_logger("transformers")
+    logger.addHandler(caplog.handler)
+    try:
+        fit(model, loader, TrainConfig(steps=1, batch_size=4, activation_checkpointing=True), progress=False)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert not [r.getMessage() for r in caplog.records if "checkpointing" in r.getMessage()]

@@ -6,7 +6,7 @@ evaluation, a progress bar and a live plot.  Around it:
 
 * :mod:`course.train.data`      checks, tokenization, dynamic padding, loaders
 * :mod:`course.train.precision` fp32 / bf16 / fp16 and the autocast idiom
-* :mod:`course.train.memory`    peak memory (CUDA max allocated, or RSS on CPU)
+* :mod:`course.memory`          peak memory (CUDA max allocated, or RSS on CPU; shared with lesson 02)
 * :mod:`course.train.live`      the live loss / accuracy plot
 * :mod:`course.train.save`      save, and reload as ``pipeline("text-classification")``
 * :mod:`course.train.trainer`   the same run through 🤗 ``Trainer``
@@ -24,10 +24,10 @@ Typical use (notebook 03)::
 Nothing here imports torch at module level: ``import course.train`` is instant.
 """
 
+from course.memory import PeakMemory
 from course.train.data import TokenizedDataset, make_loader, make_loaders, tokenize
 from course.train.live import LivePlot
 from course.train.loop import TrainConfig, TrainResult, evaluate, fit, train_step
-from course.train.memory import PeakMemory
 from course.train.precision import autocast_context, choose_precision, grad_scaler
 from course.train.save import reload_pipeline, save_model
 

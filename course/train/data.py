@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from course.errors import CourseError
+from course.validate import check_batch_size, check_max_length
+from course.validate import max_positions as max_positions  # re-exported: it lived here before
 
 if TYPE_CHECKING:
     import torch
@@ -113,32 +115,6 @@ def check_labels(labels: Sequence[Any], num_labels: int) -> None:
                 f"label {label} in row {index} is out of range: the model has {num_labels} labels "
                 f"(0..{num_labels - 1}); fix the data or load the model with num_labels set to the number of classes"
             )
-
-
-def max_positions(model: PreTrainedModel | Any) -> int | None:
-    """How many positions the model's position embeddings cover (None if unknown)."""
-    config = getattr(model, "config", model)
-    return getattr(config, "max_position_embeddings", None)
-
-
-def check_max_length(max_length: int, model: PreTrainedModel | Any | None = None) -> int:
-    """``max_length`` must be a positive int no longer than the model's position table."""
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise CourseError(f"max_length must be an integer >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
-    limit = max_positions(model) if model is not None else None
-    if limit is not None and max_length > limit:
-        raise CourseError(
-            f"max_length {max_length} does not fit this model: it has {limit} position embeddings; "
-            f"use max_length <= {limit}"
-        )
-    return max_length
-
-
-def check_batch_size(batch_size: int, name: str = "batch_size") -> int:
-    """A batch size must be a positive integer."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CourseError(f"{name} must be a positive integer, got {batch_size!r}")
-    return batch_size
 
 
 def check_padding(padding: str) -> str:

@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from course.errors import CourseError
+from course.memory import PeakMemory, fits_in_memory
 from course.train.data import check_batch_size, check_max_length, check_padding
-from course.train.memory import PeakMemory, fits_in_memory
 from course.train.precision import Precision, autocast_context, choose_precision, grad_scaler
 
 if TYPE_CHECKING:
@@ -137,6 +137,8 @@ def enable_activation_checkpointing(model: PreTrainedModel) -> None:
     )
     if enable is None or not getattr(model, "supports_gradient_checkpointing", False):
         raise CourseError(f"{type(model).__name__} does not support activation checkpointing")
+    if getattr(model.config, "use_cache", False):
+        model.config.use_cache = False  # training keeps no key/value cache; a cache cannot be recomputed anyway
     enable()
 
 
@@ -229,6 +231,63 @@ def train_step(
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return total
+
+
+def same_update(
+    candidate: Callable[..., Any],
+    model: torch.nn.Module,
+    micro_batches: list[dict[str, torch.Tensor]],
+    autocast: Any = None,
+    lr: float = 0.1,
+) -> bool:
+    """Check a hand-written optimizer step against :func:`train_step`; True, or a CourseError saying what differs.
+
+    ``candidate(model, micro_batches, optimizer, autocast)`` must do one
+    optimizer step over the accumulated micro-batches and return the mean
+    loss.  Both steps run on copies of ``model`` (dropout off, so both see
+    the same numbers) with plain SGD at ``lr`` and no clipping, so any
+    difference in the gradient shows up in the weights.  Pass a bfloat16
+    ``autocast`` to also catch a forward pass that ignores it.
+    """
+    import copy
+
+    import torch
+
+    autocast = nullcontext() if autocast is None else autocast
+    before = [p.detach().clone() for p in model.parameters()]
+    yours = copy.deepcopy(model).eval()
+    your_loss = candidate(yours, micro_batches, torch.optim.SGD(yours.parameters(), lr=lr), autocast)
+    ours = copy.deepcopy(model).eval()  # copied only now: an unfinished candidate costs one copy
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    our_loss = train_step(ours, micro_batches, torch.optim.SGD(ours.parameters(), lr=lr), scaler, autocast, None)
+    scalar = your_loss.numel() == 1 if isinstance(your_loss, torch.Tensor) else isinstance(your_loss, float)
+    if not scalar:
+        raise CourseError(f"return the step's mean loss (a float or a 0-d tensor), got {type(your_loss).__name__}")
+    if abs(float(your_loss) - float(our_loss)) > 1e-5 * max(1.0, abs(float(our_loss))):
+        raise CourseError(
+            f"your loss {float(your_loss):.5f} vs {float(our_loss):.5f}: return the mean of the micro-batch "
+            "losses, each computed under `with autocast:`"
+        )
+    if any(p.grad is not None and bool(p.grad.any()) for p in yours.parameters()):
+        raise CourseError("gradients are left in .grad after the step: call optimizer.zero_grad()")
+    names = [name for name, _ in model.named_parameters()]
+    for name, old, mine, reference in zip(names, before, yours.parameters(), ours.parameters(), strict=True):
+        expected, got = reference.detach() - old, mine.detach() - old
+        if not torch.allclose(got, expected, rtol=1e-3, atol=1e-7):
+            scale = got.abs().max().item() / max(expected.abs().max().item(), 1e-12)
+            raise CourseError(
+                f"{name} moved {scale:.2f}x as far as train_step moves it: {_step_hint(scale, len(micro_batches))}"
+            )
+    return True
+
+
+def _step_hint(scale: float, micro_batches: int) -> str:
+    """What a wrong update most likely forgot, from how far it moved the weights."""
+    if scale < 0.01:
+        return "call optimizer.step() after the backward passes"
+    if micro_batches > 1 and abs(scale - micro_batches) < 0.1 * micro_batches:
+        return "divide each micro-batch loss by the number of micro-batches before backward()"
+    return "the direction is close but not the numbers: run each forward pass under `with autocast:`"
 
 
 def evaluate(

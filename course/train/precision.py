@@ -59,10 +59,31 @@ def cpu_has_bf16_units() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def cuda_bf16_support(device: torch.device | str = "cuda") -> tuple[str, tuple[int, int]]:
+    """How a CUDA GPU runs bfloat16: ``("native" | "emulated" | "none", (major, minor))``.
+
+    Native bf16 needs compute capability >= 8.0 (Ampere: A100, RTX 30xx, and
+    newer).  Do not ask ``torch.cuda.is_bf16_supported()`` alone: its default
+    ``including_emulation=True`` also says True on a T4 (7.5) or V100 (7.0),
+    where bf16 tensors can be created but the arithmetic is emulated, slower
+    than float16.
+    """
+    import torch
+
+    device = torch.device(device)
+    major, minor = torch.cuda.get_device_capability(device if device.index is not None else None)
+    if major >= 8:
+        return "native", (major, minor)
+    if torch.cuda.is_bf16_supported(including_emulation=True):
+        return "emulated", (major, minor)
+    return "none", (major, minor)
+
+
 def choose_precision(requested: str, device: torch.device | str) -> Precision:
     """Resolve ``auto``/``fp32``/``bf16``/``fp16`` for a device, explaining the choice.
 
-    ``auto``: bf16 on a GPU that supports it, else fp16 on CUDA, else fp32.
+    ``auto``: bf16 on a GPU that runs it natively (compute capability >= 8.0),
+    fp16 with a GradScaler on older GPUs, fp32 elsewhere.
     ``fp16`` needs a CUDA GPU (its GradScaler is CUDA only here).
     """
     import torch
@@ -71,11 +92,15 @@ def choose_precision(requested: str, device: torch.device | str) -> Precision:
     if requested not in PRECISIONS:
         raise CourseError(f"unknown precision '{requested}': use {', '.join(PRECISIONS)}")
     on_cuda = device.type == "cuda"
+    bf16, capability = cuda_bf16_support(device) if on_cuda else ("none", (0, 0))
+    where = "compute capability {}.{}".format(*capability)
     if requested == "auto":
-        if on_cuda and torch.cuda.is_bf16_supported():
-            return Precision("bf16", torch.bfloat16, "auto: this GPU runs bfloat16 natively")
+        if bf16 == "native":
+            return Precision("bf16", torch.bfloat16, f"auto: this GPU ({where}) runs bfloat16 natively")
         if on_cuda:
-            return Precision("fp16", torch.float16, "auto: GPU without bf16, float16 with a GradScaler")
+            why = "has no native bf16" + (" (torch can only emulate it, slowly)" if bf16 == "emulated" else "")
+            slow = "; it saves memory, but float16 tensor cores need >= 7.0" if capability < (7, 0) else ""
+            return Precision("fp16", torch.float16, f"auto: this GPU ({where}) {why}: float16 with a GradScaler{slow}")
         return Precision("fp32", None, f"auto: float32 on {device.type} (bf16 is optional and often slower there)")
     if requested == "fp32":
         return Precision("fp32", None, "requested")
@@ -86,8 +111,12 @@ def choose_precision(requested: str, device: torch.device | str) -> Precision:
     if device.type == "cpu":
         speed = "this CPU has bf16 units" if cpu_has_bf16_units() else "SLOWER here: this CPU has no bf16 units"
         return Precision("bf16", torch.bfloat16, f"requested on CPU; {speed}")
-    if on_cuda and not torch.cuda.is_bf16_supported():
-        raise CourseError("this GPU does not support bf16 (needs compute capability >= 8.0): use fp16")
+    if bf16 == "none":
+        raise CourseError(f"this GPU ({where}) cannot run bf16 (native needs compute capability >= 8.0): use fp16")
+    if bf16 == "emulated":
+        return Precision("bf16", torch.bfloat16, f"requested; EMULATED on {where} (slower than fp16: use fp16 here)")
+    if on_cuda:
+        return Precision("bf16", torch.bfloat16, f"requested; native on {where}")
     return Precision("bf16", torch.bfloat16, "requested")
 
 

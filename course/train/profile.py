@@ -5,14 +5,18 @@ Every setting trains a fresh copy of the same model for a few steps with
 the length, not the sentences drawn, decides the work.  What to expect:
 
 * memory grows with ``batch_size x max_length`` (the activations kept for
-  backward); weights, gradients and AdamW's two moments are a fixed cost of
-  4 x the model's size;
+  backward);
+* a fixed part does not: :func:`fixed_memory` computes it from the parameter
+  count.  In float32 each parameter has its weight (4 bytes, loaded before
+  training), its gradient (4 bytes) and AdamW's two moments (8 bytes), so
+  training adds ``parameters x (4 + 8)`` bytes on top of the loaded model
+  whatever the batch: about 270 MB for MiniLM's 22.7 M parameters;
 * accumulation (``batch 4 x 2``) does the work of ``batch 8`` with the
   activation memory of ``batch 4``;
 * activation checkpointing cuts activation memory further and costs about
   one extra forward pass per step.
 
-On a CPU "memory" is the process's RSS (see :mod:`course.train.memory`), so
+On a CPU "memory" is the process's RSS (see :mod:`course.memory`), so
 the ``extra`` column (peak minus what was in use before) is the one to read.
 """
 
@@ -23,9 +27,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from course.errors import CourseError
+from course.memory import release_free_memory
 from course.train.data import make_loader, tokenize
 from course.train.loop import TrainConfig, fit
-from course.train.memory import release_free_memory
 
 if TYPE_CHECKING:
     import torch
@@ -117,15 +121,50 @@ def profile_settings(
     return results
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as an aligned text table (also valid Markdown)."""
+def fixed_memory(model: torch.nn.Module) -> dict[str, float]:
+    """The memory training needs whatever the batch: weights, gradients, AdamW state, in MiB.
+
+    Per trainable parameter, in float32: weight 4 bytes, gradient 4 bytes,
+    AdamW's first and second moments 4 + 4 bytes.  Mixed precision (autocast)
+    does not change these: the weights, gradients and optimizer state stay in
+    float32; only activations are computed in 16 bits.  ``training_extra`` is
+    what training adds on top of the loaded model (gradients + AdamW).
+    """
+    from course.memory import MB
+
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    weights, gradients, adamw = params * 4 / MB, params * 4 / MB, params * 8 / MB
+    return {
+        "parameters": params,
+        "weights_mb": weights,
+        "gradients_mb": gradients,
+        "adamw_mb": adamw,
+        "training_extra_mb": gradients + adamw,
+        "total_mb": weights + gradients + adamw,
+    }
+
+
+def format_table(rows: list[dict[str, Any]], fixed_mb: float | None = None) -> str:
+    """The rows as an aligned text table (also valid Markdown).
+
+    With ``fixed_mb`` (gradients + AdamW state, :func:`fixed_memory`) two more
+    columns split the measured extra memory: the fixed part, and what is left
+    for the part that grows with batch and length (mostly activations).
+    """
     header = "| setting | samples/step | step time (s) | samples/s | peak (MiB) | extra (MiB) |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|"]
+    rule = "|---|---:|---:|---:|---:|---:|"
+    if fixed_mb is not None:
+        header += " fixed (MiB) | grows (MiB) |"
+        rule += "---:|---:|"
+    lines = [header, rule]
     for row in rows:
-        lines.append(
+        line = (
             f"| {row['setting']} | {row['samples_per_step']} | {row['step_time_s']:.3f} | "
             f"{row['samples_per_s']:.1f} | {row['peak_mb']:.0f} | {row['extra_mb']:.0f} |"
         )
+        if fixed_mb is not None:
+            line += f" {fixed_mb:.0f} | {max(0.0, row['extra_mb'] - fixed_mb):.0f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -28,6 +28,18 @@ Traps, both checked on CPU machines:
 
 Each process writes ``OUT/rank<R>.json`` (what it did); process 0 also
 evaluates and writes ``OUT/result.json`` and, with ``--save``, the model.
+
+Launching from Python (notebook 03 does)::
+
+    plan = launch_plan()                    # what THIS machine can run
+    print(plan)                             # 2 CPU processes (gloo) on a 0- or 1-GPU machine
+    print(shell_line(torchrun_command(plan, ["--steps", "10"])))
+    run = launch(plan, ["--steps", "10"], out="multi-process-demo")
+    run.ranks[1]["final_checksum"] == run.ranks[0]["final_checksum"]   # DDP kept the copies equal
+
+One process per GPU is the rule, so a machine with one GPU cannot run a
+2-process GPU job: :func:`launch_plan` then runs 2 CPU processes instead,
+which teaches the same mechanics (ranks, sharded data, averaged gradients).
 """
 
 from __future__ import annotations
@@ -35,9 +47,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save", action="store_true", help="save the fine-tuned model to OUT/model (process 0)")
     parser.add_argument("--expect-processes", type=int, default=None, help="fail unless this many processes run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--recipe", default="loop", choices=["loop", "trainer"],
-                        help="loop: course.train.loop.fit; trainer: the same run through transformers.Trainer")
+    parser.add_argument(
+        "--recipe",
+        default="loop",
+        choices=["loop", "trainer"],
+        help="loop: course.train.loop.fit; trainer: the same run through transformers.Trainer",
+    )
     return parser
 
 
@@ -247,21 +267,240 @@ def train_from_args(args: argparse.Namespace, rank: int, local_rank: int, world_
 
 
 def trainer_from_args(
-    args: argparse.Namespace, model: Any, tokenizer: Any, data: Any, config: Any, device: Any,
-    rank: int, world_size: int, out: Path, initial: float,
+    args: argparse.Namespace,
+    model: Any,
+    tokenizer: Any,
+    data: Any,
+    config: Any,
+    device: Any,
+    rank: int,
+    world_size: int,
+    out: Path,
+    initial: float,
 ) -> int:
     """The same run through ``transformers.Trainer``, which does its own DDP and data sharding."""
     from course.train.data import tokenize
     from course.train.trainer import trainer_finetune
 
-    train = tokenize(data["train"], tokenizer, config.max_length, padding=config.padding,
-                     num_labels=model.config.num_labels)
-    run = trainer_finetune(model, tokenizer, train, config, output_dir=out / "trainer", device=device,
-                           progress=not args.no_progress and rank == 0)
+    train = tokenize(
+        data["train"], tokenizer, config.max_length, padding=config.padding, num_labels=model.config.num_labels
+    )
+    run = trainer_finetune(
+        model,
+        tokenizer,
+        train,
+        config,
+        output_dir=out / "trainer",
+        device=device,
+        progress=not args.no_progress and rank == 0,
+    )
     report = {
-        "rank": rank, "world_size": world_size, "recipe": "trainer", "steps": run.trainer.state.global_step,
-        "initial_checksum": initial, "final_checksum": parameter_checksum(model),
-        "losses": [row["loss"] for row in run.history], "samples_per_s": run.samples_per_s,
+        "rank": rank,
+        "world_size": world_size,
+        "recipe": "trainer",
+        "steps": run.trainer.state.global_step,
+        "initial_checksum": initial,
+        "final_checksum": parameter_checksum(model),
+        "losses": [row["loss"] for row in run.history],
+        "samples_per_s": run.samples_per_s,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(report, indent=1))
     return 0
+
+
+# ------------------------------------------------------------------ launching
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How many processes this machine can run, on which device, and why."""
+
+    processes: int
+    device: str  # "cuda" (one GPU per process) or "cpu"
+    threads_per_process: int
+    reason: str
+
+    @property
+    def backend(self) -> str:
+        """The process group's transport: NCCL between GPUs, gloo between CPU processes."""
+        return "nccl" if self.device == "cuda" else "gloo"
+
+    def __str__(self) -> str:
+        kind = "GPU" if self.device == "cuda" else "CPU"
+        return f"{self.processes} {kind} processes (backend {self.backend}, {self.threads_per_process} thread(s) each)"
+
+
+def launch_plan(processes: int | None = None, device: str = "auto", cpus: int | None = None) -> LaunchPlan:
+    """Choose a multi-process launch this machine can actually run.
+
+    * 2 or more GPUs and ``device`` auto/cuda: one process per GPU
+      (``processes`` of them, default all GPUs).
+    * Fewer than 2 GPUs (or ``device="cpu"``): CPU processes with the gloo
+      backend (default 2), each with ``cores // processes`` threads so they do
+      not fight over the cores.
+    * ``device="cuda"`` with fewer GPUs than processes: one CourseError line.
+    """
+    import torch
+
+    from course.validate import check_batch_size
+
+    if processes is not None:
+        check_batch_size(processes, "processes")
+    if device not in ("auto", "cuda", "cpu"):
+        raise CourseError(f"unknown device '{device}' for a multi-process launch: use auto, cuda or cpu")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cores = cpus or os.cpu_count() or 1
+    wanted = processes or (gpus if device != "cpu" and gpus >= 2 else 2)
+    if device != "cpu" and gpus >= 2:
+        if wanted > gpus:
+            if device == "cuda":
+                raise CourseError(f"{wanted} processes need {wanted} GPUs, {gpus} visible: use --nproc_per_node {gpus}")
+        else:
+            return LaunchPlan(wanted, "cuda", max(1, cores // wanted), f"{gpus} GPUs visible: one process per GPU")
+    if device == "cuda":
+        raise CourseError(
+            f"{wanted} GPU processes need {wanted} GPUs, {gpus} visible (one process per GPU): use device cpu"
+        )
+    why = (
+        "asked for CPU processes"
+        if device == "cpu"
+        else f"{gpus} GPU(s) visible and one process per GPU is the rule, so the processes share the CPU"
+    )
+    return LaunchPlan(wanted, "cpu", max(1, cores // wanted), why)
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now: the rendezvous of the process group."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_command(plan: LaunchPlan, args: Sequence[str], port: int | None = None) -> list[str]:
+    """``torchrun --nproc_per_node N -m course.train ARGS --device D`` as an argument list.
+
+    ``python -m torch.distributed.run`` is what the ``torchrun`` command runs;
+    calling it through this Python makes sure the processes use this venv.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(plan.processes)]
+    if port is not None:
+        command += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    return [*command, "-m", "course.train", *args, "--device", plan.device]
+
+
+def accelerate_command(plan: LaunchPlan, args: Sequence[str], port: int | None = None) -> list[str]:
+    """The same launch through ``accelerate launch`` (``--multi_gpu`` even for CPU processes: see the traps).
+
+    The flags given here are what ``accelerate config`` would otherwise store
+    in ``~/.cache/huggingface/accelerate/default_config.yaml``.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(plan.processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+    if port is not None:
+        command += ["--main_process_port", str(port)]
+    return [*command, "-m", "course.train", *args, "--device", plan.device]
+
+
+def shell_line(command: Sequence[str], width: int | None = None) -> str:
+    """A launch command as a student would type it (``torchrun``/``accelerate launch``, not the venv's python).
+
+    With ``width``, long commands are broken into shell continuation lines
+    (``\\`` at the end) of at most about ``width`` characters, between words.
+    """
+    words = list(command)
+    for prefix, name in (
+        (["-m", "torch.distributed.run"], ["torchrun"]),
+        (["-m", "accelerate.commands.launch"], ["accelerate", "launch"]),
+    ):
+        if words[1:3] == prefix:
+            words = [*name, *words[3:]]
+    if width is None:
+        return shlex.join(words)
+    lines, current = [], ""
+    for word in (shlex.quote(word) for word in words):
+        if current and len(current) + 1 + len(word) > width - 2:
+            lines.append(current)
+            current = "    " + word
+        else:
+            current = f"{current} {word}" if current else word
+    return " \\\n".join([*lines, current])
+
+
+@dataclass
+class LaunchResult:
+    """What a launched run left behind: every process's report and process 0's result."""
+
+    plan: LaunchPlan
+    command: list[str]
+    seconds: float
+    ranks: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    stdout: str = ""
+
+    @property
+    def in_sync(self) -> bool:
+        """True when every process ended with the same weights (DDP's promise)."""
+        sums = [rank["final_checksum"] for rank in self.ranks]
+        return bool(sums) and max(sums) - min(sums) <= 1e-9 * max(1.0, abs(sums[0]))
+
+
+def read_results(out: str | Path, world_size: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``OUT/rank<R>.json`` for every process and ``OUT/result.json``; one CourseError if any is missing."""
+    out = Path(out)
+    try:
+        ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(world_size)]
+        result = json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else {}
+    except (OSError, json.JSONDecodeError) as error:
+        raise CourseError(f"the launched run left no complete report in {out}: {error}") from None
+    if any(rank.get("world_size") != world_size for rank in ranks):
+        sizes = [rank.get("world_size") for rank in ranks]
+        raise CourseError(f"expected reports of {world_size} processes in {out}, found world sizes {sizes}")
+    return ranks, result
+
+
+def launch(
+    plan: LaunchPlan, args: Sequence[str], out: str | Path, *, launcher: str = "torchrun", timeout: float = 900
+) -> LaunchResult:
+    """Run ``course.train`` in ``plan.processes`` processes and read what each did.
+
+    ``args`` are :func:`build_parser` options (``--out`` and ``--device`` are
+    added here).  A failed run raises one CourseError line with the error the
+    processes printed.
+    """
+    out = Path(out)
+    args = [*args, "--out", str(out), "--expect-processes", str(plan.processes)]
+    builders = {"torchrun": torchrun_command, "accelerate": accelerate_command}
+    if launcher not in builders:
+        raise CourseError(f"unknown launcher '{launcher}': use torchrun or accelerate")
+    command = builders[launcher](plan, args, port=_free_port())
+    env = {**os.environ, "OMP_NUM_THREADS": str(plan.threads_per_process), "TOKENIZERS_PARALLELISM": "false"}
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CourseError(f"the {plan.processes}-process run took over {timeout:.0f} s: lower --steps") from None
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        error = _last_error(done.stderr)
+        raise CourseError(f"the {plan.processes}-process run failed (exit {done.returncode}): {error}") from None
+    ranks, result = read_results(out, plan.processes)
+    return LaunchResult(plan, command, seconds, ranks, result, done.stdout)
+
+
+def _last_error(stderr: str) -> str:
+    """The most telling line of a failed launch: course.train's own error, else the last non-empty line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    own = [line for line in lines if "course.train (process" in line and "error:" in line]
+    return (own or lines or ["no error output"])[-1][:300]

@@ -27,7 +27,7 @@ Two settings matter beyond the names:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +117,8 @@ def trainer_finetune(
     """Fine-tune with ``Trainer``; time ``trainer.train()`` and evaluate if asked."""
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
+    if config.activation_checkpointing and getattr(model.config, "use_cache", False):
+        model.config.use_cache = False  # as our loop does: no "use_cache=True is incompatible" warning in training
     trainer = Trainer(
         model=model,
         args=training_arguments(config, output_dir, device, progress),
@@ -143,3 +145,75 @@ def trainer_finetune(
         scores = trainer.evaluate()
         run.evaluation = {"loss": scores["eval_loss"], "accuracy": scores["eval_accuracy"]}
     return run
+
+
+def compare_recipes(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: TokenizedDataset,
+    config: TrainConfig,
+    *,
+    output_dir: str | Path,
+    device: torch.device | str = "cpu",
+    repeats: int = 2,
+) -> list[dict[str, Any]]:
+    """Our loop and ``Trainer`` on the same data for the same ``config.steps``, alternated, ``repeats`` times.
+
+    Every run starts from a fresh copy of ``model`` and is timed from the
+    call to its end (setting up the optimizer and loader included, for
+    both), so the ratio compares like with like.  The order alternates as
+    loop, Trainer, Trainer, loop, ... so that a machine whose load drifts
+    during the runs favours neither recipe.
+    One row per run: recipe, repeat, seconds, samples/s, mean loss of the last steps.
+    """
+    import copy
+
+    from course.train.data import make_loader
+    from course.train.loop import fit
+    from course.validate import check_batch_size
+
+    check_batch_size(repeats, "repeats")
+    config = replace(config.check(), eval_every=0)
+    samples = config.steps * config.samples_per_step
+
+    def run_loop(repeat: int) -> None:
+        trial = copy.deepcopy(model)
+        loader = make_loader(train, tokenizer, config.batch_size, seed=config.seed)
+        started = time.perf_counter()
+        result = fit(trial, loader, config, device=device, progress=False)
+        rows.append(_recipe_row("loop", repeat, time.perf_counter() - started, samples, result.final_loss))
+
+    def run_trainer(repeat: int) -> None:
+        run = trainer_finetune(copy.deepcopy(model), tokenizer, train, config, output_dir=output_dir, device=device)
+        losses = [row["loss"] for row in run.history[-5:]]
+        rows.append(_recipe_row("Trainer", repeat, run.seconds, samples, sum(losses) / max(1, len(losses))))
+
+    rows: list[dict[str, Any]] = []
+    for repeat in range(1, repeats + 1):
+        # loop, Trainer, Trainer, loop, ...: a machine that speeds up or slows down favours neither
+        order = (run_loop, run_trainer) if repeat % 2 else (run_trainer, run_loop)
+        for runner in order:
+            runner(repeat)
+    return rows
+
+
+def _recipe_row(recipe: str, repeat: int, seconds: float, samples: int, final_loss: float) -> dict[str, Any]:
+    """One timed run of :func:`compare_recipes`."""
+    return {
+        "recipe": recipe,
+        "repeat": repeat,
+        "seconds": seconds,
+        "samples_per_s": samples / seconds,
+        "final_loss": final_loss,
+    }
+
+
+def recipe_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per recipe: median, slowest and fastest samples/s over the repeats of :func:`compare_recipes`."""
+    import statistics
+
+    summary = {}
+    for recipe in dict.fromkeys(row["recipe"] for row in rows):
+        speeds = [row["samples_per_s"] for row in rows if row["recipe"] == recipe]
+        summary[recipe] = {"median": statistics.median(speeds), "min": min(speeds), "max": max(speeds)}
+    return summary
