@@ -31,6 +31,7 @@ them in the tamper report.  The kernel's own output class
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import sys
 import types
@@ -39,6 +40,8 @@ import types
 KERNEL_IO_ALIAS = "_course_grade_kernel_io"
 #: Prefix of the lines the guard writes to the kernel log.
 REPORT = "course-grade: blocked import of "
+#: ``__file__`` of the module left where a blocked package was.
+BLOCKED_ORIGIN = "<not available while notebooks are graded>"
 #: Prefix of the lines the guard writes when a blocked package's file is opened.
 REPORT_READ = "course-grade: blocked read of "
 
@@ -80,17 +83,18 @@ def _refusal(fullname: str) -> ModuleNotFoundError:
     )
 
 
-class _TripwireSpec:
+class _TripwireSpec(importlib.machinery.ModuleSpec):
     """A tripwire's ``__spec__``: the import system asks it whether the module is still loading.
 
     ``importlib.import_module("course")`` reads ``__spec__._initializing``
     and is refused there.  ``import course`` (C's fast path) swallows the
     error and hands out the tripwire itself, which is reported here and
-    useless: every attribute of it is refused.
+    useless: it has no attributes.  Everything else of a real spec is there,
+    so ``repr()`` and ``inspect`` treat the tripwire as an ordinary module.
     """
 
     def __init__(self, name: str, report_fd: int) -> None:
-        self.name = name
+        super().__init__(name, loader=None, origin=BLOCKED_ORIGIN)
         self._report_fd = report_fd
 
     @property
@@ -100,25 +104,26 @@ class _TripwireSpec:
 
 
 class Tripwire(types.ModuleType):
-    """Stands in ``sys.modules`` where a blocked package was: every use of it is refused and reported.
+    """Stands in ``sys.modules`` where a blocked package was: it holds nothing, and reaching into it is reported.
 
-    ``__file__`` is None and other dunder names are plain attributes, so
-    code that scans ``sys.modules`` (``inspect.getmodule`` in a traceback)
-    passes it by without a false report; ``__path__`` (needed to import
-    anything below it) and every ordinary attribute raise.
+    Code that scans ``sys.modules`` (``inspect.getmodule`` in torch and in
+    tracebacks, ``getattr(module, name, None)`` loops) must pass it by
+    unharmed: it has a ``__file__`` string and a real spec, and a missing
+    attribute is a plain ``AttributeError``.  Only ``__path__``, which
+    importing anything below the package or locating its files needs, is
+    reported (and refused).
     """
 
     def __init__(self, name: str, report_fd: int) -> None:
         super().__init__(name)
-        self.__file__ = None
+        self.__file__ = BLOCKED_ORIGIN
         self.__spec__ = _TripwireSpec(name, report_fd)
         self._report_fd = report_fd
 
     def __getattr__(self, attr: str):
-        if attr.startswith("__") and attr.endswith("__") and attr != "__path__":
-            raise AttributeError(attr)
-        _write_report(self._report_fd, f"{REPORT}{self.__name__}")
-        raise _refusal(self.__name__)
+        if attr == "__path__":
+            _write_report(self._report_fd, f"{REPORT}{self.__name__}")
+        raise AttributeError(f"the {self.__name__!r} package is not available while notebooks are graded")
 
 
 def _package_folders(names: frozenset[str]) -> list[str]:
