@@ -35,7 +35,7 @@ EOS = "<|endoftext|>"
 VOCAB_RANGE = (300, 50_000)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 6000, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts`` and wrap it as a transformers tokenizer.
 
     The result behaves like GPT-2's tokenizer: ``<|endoftext|>`` is its
