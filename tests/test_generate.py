@@ -31,7 +31,13 @@ def tiny():
 
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=EOS, eos_token_id=EOS,
+        vocab_size=97,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
         pad_token_id=EOS,
     )
     model = GPT2LMHeadModel(config).eval()

@@ -90,8 +90,9 @@ def test_unigram_perplexity_by_hand():
 
 
 def test_untrained_decoder_is_about_as_perplexed_as_the_vocabulary(tokenizer):
-    model = build_decoder(tokenizer, DecoderConfig(vocab_size=600, n_layer=1, n_embd=32, n_head=2, n_positions=32,
-                                                   block_size=32))
+    model = build_decoder(
+        tokenizer, DecoderConfig(vocab_size=600, n_layer=1, n_embd=32, n_head=2, n_positions=32, block_size=32)
+    )
     blocks = torch.randint(0, 600, (4, 32))
     assert 300 < perplexity(model, blocks) < 1200
 
@@ -107,10 +108,21 @@ def test_decoder_config_bad_input():
 
 @pytest.fixture(scope="module")
 def trained(small_texts, tokenizer):
-    config = DecoderConfig(vocab_size=600, n_layer=2, n_head=2, n_embd=64, n_positions=64, block_size=32,
-                           batch_size=16, steps=100, lr=5e-3, warmup_steps=10)
-    return train_decoder(config, tokenizer=tokenizer, train_texts=small_texts[0], validation_texts=small_texts[1],
-                         progress=False)
+    config = DecoderConfig(
+        vocab_size=600,
+        n_layer=2,
+        n_head=2,
+        n_embd=64,
+        n_positions=64,
+        block_size=32,
+        batch_size=16,
+        steps=100,
+        lr=5e-3,
+        warmup_steps=10,
+    )
+    return train_decoder(
+        config, tokenizer=tokenizer, train_texts=small_texts[0], validation_texts=small_texts[1], progress=False
+    )
 
 
 def test_training_beats_the_untrained_model_and_the_unigram_baseline(trained):
@@ -131,8 +143,14 @@ def test_save_and_load_round_trip_and_keep_the_better_model(trained, tmp_path):
         assert torch.allclose(model(ids).logits, trained.model(ids).logits, atol=1e-5)
     assert tokenizer.decode(ids[0]) == "Emma was"
 
-    worse = type(trained)(trained.model, trained.tokenizer, trained.config, trained.result,
-                          {**trained.scores, "val_perplexity": trained.scores["val_perplexity"] * 2}, {})
+    worse = type(trained)(
+        trained.model,
+        trained.tokenizer,
+        trained.config,
+        trained.result,
+        {**trained.scores, "val_perplexity": trained.scores["val_perplexity"] * 2},
+        {},
+    )
     assert save_decoder(worse, folder) == (folder, False)  # a better decoder is kept
     assert save_decoder(worse, folder, keep_better=False) == (folder, True)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".decoder-")]  # no staging folder left

@@ -28,8 +28,11 @@ def test_no_cell_uses_the_course_package():
 
 def test_points_match_the_notebook():
     cells = nbformat.read(SOURCE, as_version=4).cells
-    graded = {c.metadata.nbgrader.grade_id: c.metadata.nbgrader.points for c in cells
-              if c.metadata.get("nbgrader", {}).get("grade")}
+    graded = {
+        c.metadata.nbgrader.grade_id: c.metadata.nbgrader.points
+        for c in cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+    }
     assert graded == POINTS
 
 

@@ -112,17 +112,20 @@ def pack_blocks(stream: torch.Tensor, block_size: int) -> torch.Tensor:
     blocks = stream.numel() // block_size
     if blocks == 0:
         raise CourseError(
-            f"the text has {stream.numel()} tokens, fewer than one block of {block_size}: use more text or a smaller block"
+            f"the text has {stream.numel()} tokens, fewer than one block of {block_size}: "
+            "use more text or a smaller block"
         )
     return stream[: blocks * block_size].view(blocks, block_size)  # (blocks, block_size)
 
 
 class BlockDataset:
-    """Packed blocks as a map-style dataset of ``{"input_ids", "labels"}`` for a causal LM.
+    """Packed blocks as a map-style dataset of ``{"input_ids", "attention_mask", "labels"}`` for a causal LM.
 
     ``labels`` equal ``input_ids``: Hugging Face's causal-LM models shift them
     by one position inside ``forward`` (token ``t``'s logits are scored against
-    token ``t+1``), so the data needs no shifting of its own.
+    token ``t+1``), so the data needs no shifting of its own.  The attention
+    mask is all ones: packed blocks hold no padding (the end-of-text token,
+    which GPT-2 also uses as its padding id, is real text here).
     """
 
     def __init__(self, blocks: torch.Tensor) -> None:
@@ -132,8 +135,10 @@ class BlockDataset:
         return self.blocks.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        import torch
+
         row = self.blocks[index]
-        return {"input_ids": row, "labels": row}
+        return {"input_ids": row, "attention_mask": torch.ones_like(row), "labels": row}
 
 
 def block_loader(

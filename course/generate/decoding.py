@@ -60,14 +60,17 @@ def check_sampling(
     """One clear line for a sampling setting that cannot work."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise CourseError(
-            f"temperature must be > 0 when sampling, got {temperature!r}: use do_sample=False (greedy) for 'temperature 0'"
+            f"temperature must be > 0 when sampling, got {temperature!r}: "
+            "use do_sample=False (greedy) for 'temperature 0'"
         )
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise CourseError(f"top_k must be an integer >= 1 (or None for no top-k), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise CourseError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p!r}")
-    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float)) or not (
-        repetition_penalty > 0
+    if (
+        isinstance(repetition_penalty, bool)
+        or not isinstance(repetition_penalty, (int, float))
+        or not (repetition_penalty > 0)
     ):
         raise CourseError(f"repetition_penalty must be > 0 (1.0 = no penalty), got {repetition_penalty!r}")
 
@@ -82,7 +85,9 @@ def context_length(model: PreTrainedModel) -> int:
     raise CourseError(f"{type(model).__name__} does not say its context length (n_positions)")
 
 
-def fit_context(input_ids: torch.Tensor, model: PreTrainedModel, max_new_tokens: int, truncate: bool = False) -> torch.Tensor:
+def fit_context(
+    input_ids: torch.Tensor, model: PreTrainedModel, max_new_tokens: int, truncate: bool = False
+) -> torch.Tensor:
     """Check that prompt + ``max_new_tokens`` fit the context; with ``truncate`` keep only the prompt's last tokens.
 
     Without ``truncate`` a prompt that does not fit is a one-line CourseError;
@@ -225,7 +230,7 @@ def greedy_decode(
     use_cache: bool = True,
     truncate: bool = False,
 ) -> torch.Tensor:
-    """Always take the most likely next token; stop after ``eos_token_id``.  Returns prompt + new tokens ``(1, seq)``."""
+    """Always take the most likely next token; stop after ``eos_token_id``.  Returns prompt + new tokens, (1, seq)."""
     import torch
 
     ids = _prepare(model, input_ids, max_new_tokens, truncate)
@@ -339,7 +344,12 @@ def beam_search(
 
 
 def _can_improve(
-    finished: list[tuple[float, Any]], best_live: float, new_tokens: int, num_beams: int, length_penalty: float, step: int
+    finished: list[tuple[float, Any]],
+    best_live: float,
+    new_tokens: int,
+    num_beams: int,
+    length_penalty: float,
+    step: int,
 ) -> bool:
     """generate()'s early-stop test: False once num_beams are finished and the best live beam cannot beat the worst."""
     if step == 0 or len(finished) < num_beams:
@@ -374,8 +384,10 @@ def generation_config(
 
     if do_sample:
         check_sampling(temperature, top_k, top_p, repetition_penalty)
-    elif isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float)) or (
-        repetition_penalty <= 0
+    elif (
+        isinstance(repetition_penalty, bool)
+        or not isinstance(repetition_penalty, (int, float))
+        or (repetition_penalty <= 0)
     ):
         raise CourseError(f"repetition_penalty must be > 0 (1.0 = no penalty), got {repetition_penalty!r}")
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:

@@ -100,7 +100,7 @@ def time_generation(
     for _ in range(repeats):
         for use_cache in (False, True):  # alternate, so a change in machine load hits both
             runs[use_cache].append(_step_times(model, prompt, new_tokens, use_cache))
-    per_step = {key: [statistics.median(step) for step in zip(*values)] for key, values in runs.items()}
+    per_step = {key: [statistics.median(step) for step in zip(*values, strict=True)] for key, values in runs.items()}
     _, cache = next_token_logits(model, torch.cat([prompt, prompt.new_zeros((1, new_tokens))], dim=-1))
     total_cache, total_full = sum(per_step[True]), sum(per_step[False])
     return {

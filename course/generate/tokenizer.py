@@ -45,10 +45,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not (
-        VOCAB_RANGE[0] <= vocab_size <= VOCAB_RANGE[1]
+    if (
+        isinstance(vocab_size, bool)
+        or not isinstance(vocab_size, int)
+        or not (VOCAB_RANGE[0] <= vocab_size <= VOCAB_RANGE[1])
     ):
-        raise CourseError(f"vocab_size must be an integer from {VOCAB_RANGE[0]} to {VOCAB_RANGE[1]}, got {vocab_size!r}")
+        raise CourseError(
+            f"vocab_size must be an integer from {VOCAB_RANGE[0]} to {VOCAB_RANGE[1]}, got {vocab_size!r}"
+        )
     texts = list(texts)
     if not texts:
         raise CourseError("no texts to train the tokenizer on")
@@ -75,5 +79,5 @@ def tokens_per_word(tokenizer: PreTrainedTokenizerFast, texts: Iterable[str]) ->
     words = sum(len(text.split()) for text in texts)
     if words == 0:
         raise CourseError("tokens_per_word() needs at least one word")
-    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
     return tokens / words
