@@ -78,7 +78,7 @@ def test_greedy_by_hand_equals_generate(tiny, prompt, use_cache):
     ],
     ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "plain",
 )
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_seeded_sampling_by_hand_equals_generate(tiny, settings, seed):
     ids = torch.tensor([[5, 17, 42]])
     expected = _generate(tiny, ids, seed=seed, max_new_tokens=30, do_sample=True, **settings)

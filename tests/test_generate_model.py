@@ -181,3 +181,12 @@ def test_kv_cache_timing_and_size(trained):
     with pytest.raises(CourseError, match="exceed the context of 64"):
         kvcache.time_generation(trained.model, new_tokens=64)
     assert config.n_positions == 64
+
+
+def test_cli_bad_settings_exit_2_with_one_line(capsys, tmp_path):
+    from course.generate.__main__ import main
+
+    assert main(["--steps", "0", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: steps must be a positive integer, got 0"
+    assert not (tmp_path / "d").exists()
