@@ -190,3 +190,48 @@ def test_cli_bad_settings_exit_2_with_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.strip() == "error: steps must be a positive integer, got 0"
     assert not (tmp_path / "d").exists()
+
+
+def test_time_budget_stops_training_early(small_texts, tokenizer):
+    config = DecoderConfig(
+        vocab_size=600, n_layer=1, n_head=2, n_embd=32, n_positions=32, block_size=32, batch_size=4, steps=50
+    )
+    run = train_decoder(
+        config,
+        tokenizer=tokenizer,
+        train_texts=small_texts[0],
+        validation_texts=small_texts[1],
+        progress=False,
+        max_seconds=1e-6,
+    )
+    assert run.scores["steps_done"] == 1 == len(run.result.history)
+    assert run.scores["train_tokens_seen"] == 4 * 32
+    assert math.isfinite(run.scores["val_perplexity"])
+    with pytest.raises(CourseError, match="max_seconds must be a positive number"):
+        train_decoder(
+            config,
+            tokenizer=tokenizer,
+            train_texts=small_texts[0],
+            validation_texts=small_texts[1],
+            progress=False,
+            max_seconds=0,
+        )
+
+
+def test_cpu_threads_follow_the_load(monkeypatch):
+    import os
+
+    from course.generate.model import set_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "getloadavg", lambda: (100.0, 0.0, 0.0))
+        assert set_cpu_threads("auto").startswith("1 thread: load average 100.0")
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        assert "torch's default" in set_cpu_threads("auto")
+        assert set_cpu_threads(2) == "2 thread(s), as requested" and torch.get_num_threads() == 2
+        with pytest.raises(CourseError, match="threads must be 'auto' or a positive integer"):
+            set_cpu_threads(0)
+    finally:
+        torch.set_num_threads(before)

@@ -39,6 +39,7 @@ from course.generate.model import (
     load_decoder,
     perplexity,
     save_decoder,
+    set_cpu_threads,
     train_decoder,
     unigram_perplexity,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "perplexity",
     "sample_decode",
     "save_decoder",
+    "set_cpu_threads",
     "token_stream",
     "train_decoder",
     "train_tokenizer",

@@ -63,6 +63,30 @@ def default_decoder_dir() -> Path:
     return cache / "course" / "decoder-austen"
 
 
+def set_cpu_threads(requested: int | str = "auto") -> str:
+    """Set torch's CPU threads and say why: ``"auto"`` drops to 1 thread when the machine is busy.
+
+    On a CPU shared with other jobs (load average above 1.5 per core) torch's
+    OpenMP threads wait for each other at every operation while the other
+    processes hold the cores: measured here, 64 cached generation steps took
+    35 s with 2 threads and 0.6 s with 1.  On an idle machine more threads
+    are faster, so ``"auto"`` keeps torch's default there.
+    """
+    import torch
+
+    cores = os.cpu_count() or 1
+    if requested == "auto":
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if load > 1.5 * cores:
+            torch.set_num_threads(1)
+            return f"1 thread: load average {load:.1f} on {cores} cores (busy machine; threads would fight for cores)"
+        return f"{torch.get_num_threads()} threads (torch's default; load average {load:.1f} on {cores} cores)"
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise CourseError(f"threads must be 'auto' or a positive integer, got {requested!r}")
+    torch.set_num_threads(requested)
+    return f"{requested} thread(s), as requested"
+
+
 @dataclass
 class DecoderConfig:
     """The architecture (GPT-2's names) and the training run, with the smoke (2-core CPU) values as defaults."""
@@ -217,15 +241,19 @@ def train_decoder(
     validation_blocks: int = 64,
     progress: bool = True,
     plot: Any = None,
+    max_seconds: float | None = None,
 ) -> DecoderRun:
     """Tokenizer (unless given), model, training with :func:`course.train.fit`, and the perplexities.
 
     The texts default to the bundled corpus.  ``validation_blocks`` caps how
     many validation blocks are scored (the first ones, always the same).
+    ``max_seconds`` stops training after the step that passes this many
+    seconds (a safety net for a busy shared machine; the learning-rate decay
+    is then cut short): ``run.scores["steps_done"]`` says how many steps ran.
     """
     from course.generate.corpus import block_loader, load_corpus, pack_blocks, token_stream
     from course.generate.tokenizer import train_tokenizer
-    from course.train import TrainConfig, fit
+    from course.train import TrainConfig
 
     config = (config or DecoderConfig()).check()
     seconds: dict[str, float] = {}
@@ -255,17 +283,57 @@ def train_decoder(
     )
     loader = block_loader(train_blocks, config.batch_size, seed=config.seed)
     cpu_started = time.process_time()
-    result = fit(model, loader, train_config, device=device, progress=progress, plot=plot)
+    result = _fit_within(model, loader, train_config, device, progress, plot, max_seconds)
     seconds["train"] = result.seconds  # wall clock of the optimizer steps
     seconds["train_cpu"] = time.process_time() - cpu_started  # CPU time of all threads: shows a busy machine
     scores = {
         "val_perplexity": perplexity(model, val_blocks),
         "unigram_perplexity": unigram_perplexity(train_stream, val_blocks, len(tokenizer)),
         "untrained_perplexity": untrained,
-        "train_tokens_seen": float(config.steps * config.batch_size * config.block_size),
+        "steps_done": float(len(result.history)),
+        "train_tokens_seen": float(len(result.history) * config.batch_size * config.block_size),
         "train_tokens": float(train_stream.numel()),
     }
     return DecoderRun(model.eval(), tokenizer, config, result, scores, seconds)
+
+
+class _OutOfTime(Exception):
+    """Raised from fit()'s on_step callback to stop at the time budget."""
+
+
+def _fit_within(
+    model: Any, loader: Any, train_config: Any, device: Any, progress: bool, plot: Any, max_seconds: float | None
+) -> TrainResult:
+    """``course.train.fit``, stopped after the step that passes ``max_seconds`` (None: run every step)."""
+    from dataclasses import asdict as as_dict
+
+    from course.train import TrainResult, fit
+    from course.train.loop import make_optimizer, optimizer_name
+    from course.train.precision import choose_precision
+
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not max_seconds > 0):
+        raise CourseError(f"max_seconds must be a positive number of seconds (or None), got {max_seconds!r}")
+    rows: list[dict[str, float]] = []
+
+    def on_step(row: dict[str, float]) -> None:
+        rows.append(row)
+        if max_seconds is not None and sum(r["seconds"] for r in rows) > max_seconds:
+            raise _OutOfTime
+
+    try:
+        return fit(model, loader, train_config, device=device, progress=progress, plot=plot, on_step=on_step)
+    except _OutOfTime:
+        if plot is not None:
+            plot.close()
+        precision = choose_precision(train_config.precision, device)
+        result = TrainResult(
+            as_dict(train_config), str(precision), optimizer_name(make_optimizer(model, train_config)), 1
+        )
+        result.history = rows
+        result.seconds = sum(r["seconds"] for r in rows)
+        result.samples = len(rows) * train_config.samples_per_step
+        print(f"time budget of {max_seconds:.0f} s reached: stopped after {len(rows)} of {train_config.steps} steps")
+        return result
 
 
 # ------------------------------------------------------------------ save / load
