@@ -35,6 +35,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--trials", type=int, default=2, help="KV-cache timing repeats (median per step)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", default="auto", help="torch CPU threads: auto (1 on a busy machine) or a number")
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args(argv)
 
@@ -138,6 +139,9 @@ def bench_kv_cache(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sys.path.insert(0, str(Path(__file__).parents[1]))
+    from course.generate import set_cpu_threads
+
+    print("CPU threads:", set_cpu_threads(args.threads if args.threads == "auto" else int(args.threads)))
     results = {"kv_cache": bench_kv_cache(args)}
     if not args.skip_training:
         results["training"] = bench_training(args)

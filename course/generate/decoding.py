@@ -201,10 +201,11 @@ def next_token_logits(
         if use_cache:
             seen = cache.get_seq_length() if cache is not None else 0
             name = cache_argument(model)
-            out = model(input_ids=ids[:, seen:], use_cache=True, **{name: cache})  # only the unseen tokens
+            mask = torch.ones_like(ids)  # covers cached + new tokens: no padding in one prompt
+            out = model(input_ids=ids[:, seen:], attention_mask=mask, use_cache=True, **{name: cache})  # unseen only
             cache = out[name]
         else:
-            out = model(input_ids=ids, use_cache=False)
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
     return out.logits[:, -1, :].float(), cache  # (batch, vocab)
 
 
