@@ -24,6 +24,15 @@ from course.generate.decoding import (
 EOS = 3
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and a shared CPU makes several threads wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """A random GPT-2 small enough to run generate() in milliseconds; EOS = token 3."""
