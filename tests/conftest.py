@@ -12,3 +12,5 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="course-test-hf-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Lesson 05 saves its trained decoder to course.generate.default_decoder_dir(): keep tests out of ~/.cache.
+os.environ.setdefault("COURSE_DECODER_DIR", os.path.join(tempfile.mkdtemp(prefix="course-test-decoder-"), "decoder"))

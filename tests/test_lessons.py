@@ -90,6 +90,13 @@ def test_attention_lesson_recomputes_exactly(smoke):
     assert metrics["recompute_max_error_decoder"] <= 1e-5
 
 
+def test_generation_lesson_beats_unigram_and_matches_generate(smoke):
+    metrics = smoke["05_generation"]["metrics"]
+    assert metrics["decoder_val_perplexity"] < metrics["unigram_perplexity"] < metrics["untrained_perplexity"]
+    assert metrics["decoding_matches_generate"] == 4  # greedy, beam search and two seeded samplings
+    assert metrics["kv_cache_speedup"] > 1.5  # the >= 3x goal is bench/bench_generate.py's, on a quiet CPU
+
+
 #: A code cell that draws: it must leave at least one image in the executed notebook.
 DRAWS = r"\bplt\.(show|subplots|figure|plot)\b|\bplot_\w+\(|\.imshow\("
 
