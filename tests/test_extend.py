@@ -7,7 +7,6 @@ bundled MiniLM, where "the same numbers" actually matters.
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 
@@ -38,8 +37,15 @@ def tiny_bert(seed: int = 0, dropout: float = 0.0, **overrides):
 
     torch.manual_seed(seed)
     settings = dict(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=32, num_labels=2, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        num_labels=2,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     settings.update(overrides)
     return BertForSequenceClassification(BertConfig(**settings)).eval()
@@ -145,8 +151,13 @@ def test_apply_lora_counts_like_the_formula_and_keeps_the_head():
 
 @pytest.mark.parametrize(
     ("r", "alpha", "message"),
-    [(0, 8, "rank r must be a positive integer"), (-2, 8, "rank r"), (2.5, 8, "rank r"),
-     (4, 0, "alpha must be a positive number"), (4, -1.0, "alpha must be")],
+    [
+        (0, 8, "rank r must be a positive integer"),
+        (-2, 8, "rank r"),
+        (2.5, 8, "rank r"),
+        (4, 0, "alpha must be a positive number"),
+        (4, -1.0, "alpha must be"),
+    ],
 )
 def test_bad_rank_or_alpha_is_one_line(r, alpha, message):
     with pytest.raises(CourseError, match=message) as error:

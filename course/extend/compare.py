@@ -115,18 +115,32 @@ def temperature(model: Any) -> Any:
 
 
 def standard_methods(
-    steps: int = 90, weak_steps: int = 30, lora_lr: float = 2e-3, ranks: Iterable[int] = (4, 8)
+    steps: int = 90,
+    weak_steps: int = 30,
+    lora_lr: float = 3e-3,
+    ranks: Iterable[int] = (4, 8),
+    targets: Sequence[str] = ("query", "value"),
+    full_lr: float = 1e-4,
+    bottleneck: int = 16,
 ) -> list[Method]:
-    """The lesson's line-up: full, head only, adapter, LoRA per rank (alpha = 2r), peft's LoRA at the last rank."""
+    """The lesson's line-up: full, head only, adapter, hand LoRA per rank (alpha = 2r), peft's LoRA.
+
+    The last rank is the main LoRA run and gets ``steps``; every other method
+    gets ``weak_steps``.  peft's LoRA uses the last rank and the same targets.
+    """
     ranks = list(ranks)
+    if not ranks:
+        raise CourseError("give at least one LoRA rank, e.g. ranks=(4, 8)")
     methods = [
-        Method("full fine-tune", full_finetune, weak_steps, 1e-4),
-        Method("head only", head_only, weak_steps, 2e-3),
-        Method("adapter (16)", adapters(16), weak_steps, lora_lr),
+        Method("full fine-tune", full_finetune, weak_steps, full_lr),
+        Method("head only", head_only, weak_steps, lora_lr),
+        Method(f"adapter ({bottleneck})", adapters(bottleneck), weak_steps, lora_lr),
     ]
     for r in ranks:
-        methods.append(Method(f"LoRA r={r}", hand_lora(r, 2 * r), steps if r == ranks[-1] else weak_steps, lora_lr))
-    methods.append(Method(f"peft LoRA r={ranks[-1]}", peft_lora(ranks[-1], 2 * ranks[-1]), weak_steps, lora_lr))
+        r_steps = steps if r == ranks[-1] else weak_steps
+        methods.append(Method(f"LoRA r={r}", hand_lora(r, 2 * r, targets), r_steps, lora_lr))
+    last = ranks[-1]
+    methods.append(Method(f"peft LoRA r={last}", peft_lora(last, 2 * last, targets), weak_steps, lora_lr))
     return methods
 
 
@@ -238,7 +252,7 @@ def plot_comparison(rows: Sequence[dict[str, Any]], title: str = "") -> Any:
     names = [row["method"] for row in rows]
     colors = [f"C{i}" for i in range(len(rows))]
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 3.8))
-    for row, color in zip(rows, colors):
+    for row, color in zip(rows, colors, strict=True):
         left.scatter(100 * row["fraction"], row["test_accuracy"], color=color, s=60, label=row["method"])
     left.set(xscale="log", xlabel="trainable parameters (% of the model)", ylabel="test accuracy")
     left.legend(fontsize=8, loc="lower right")
