@@ -7,6 +7,7 @@ bundled MiniLM, where "the same numbers" actually matters.
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -313,3 +314,107 @@ def test_lazy_names_resolve():
     assert course.extend.add_adapters is add_adapters
     with pytest.raises(AttributeError):
         course.extend.nothing_here  # noqa: B018
+
+
+# ----------------------------------------------------------------- MiniLM: parity with peft
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The bundled MiniLM with a fresh head, and a tokenised batch of real reviews."""
+    from course.assets import bundled_rows, load_tokenizer
+    from course.extend.compare import load_base
+
+    tokenizer = load_tokenizer()
+    texts = [row["text"] for row in bundled_rows()["test"][:6]]
+    return load_base(seed=0), tokenizer, dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+def trained_looking(model, seed: int = 0) -> None:
+    """Give every trainable tensor random values, as if training had moved it away from zero."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+
+
+def test_hand_lora_matches_peft_on_minilm(minilm):
+    from course.extend.compare import HEAD, peft_model
+    from course.extend.parity import copy_into_peft, max_abs_diff
+
+    base, _, inputs = minilm
+    ours = copy.deepcopy(base)
+    apply_lora(ours, ["query", "value"], r=8, alpha=16, train=HEAD)
+    trained_looking(ours)
+    theirs = peft_model(copy.deepcopy(base), r=8, alpha=16, targets=["query", "value"], head=HEAD)
+    assert count_parameters(ours).trainable == theirs.get_nb_trainable_parameters()[0] == 222_338
+    assert count_parameters(ours).fraction <= 0.02
+    assert max_abs_diff(ours, theirs, inputs) > 1e-3  # before copying they differ ...
+    assert copy_into_peft(ours, theirs) == 2 * 2 * 6 + 4  # A and B of 12 layers' query/value, pooler, classifier
+    assert max_abs_diff(ours, theirs, inputs) <= 1e-6  # ... after, they agree to float32 rounding
+    unmerged = logits(ours, inputs)
+    merge_lora(ours)
+    assert (logits(ours, inputs) - unmerged).abs().max().item() <= 1e-5
+
+
+def test_copy_into_peft_refuses_other_ranks(minilm):
+    from course.extend.compare import peft_model
+    from course.extend.parity import copy_into_peft
+
+    base, _, _ = minilm
+    ours = copy.deepcopy(base)
+    apply_lora(ours, ["query", "value"], r=8, alpha=16)
+    with pytest.raises(CourseError, match=r"our shape \(8, 384\) vs peft's \(4, 384\)"):
+        copy_into_peft(ours, peft_model(copy.deepcopy(base), r=4, alpha=8))
+    with pytest.raises(CourseError, match="peft model has no"):
+        copy_into_peft(ours, peft_model(copy.deepcopy(base), r=8, alpha=16, targets=["key"]))
+
+
+def test_saved_adapter_is_kilobytes_and_loads_into_a_pipeline(minilm, tmp_path):
+    from course.extend.compare import HEAD, load_base
+    from course.pipelines import make_pipeline
+
+    base, tokenizer, inputs = minilm
+    ours = copy.deepcopy(base)
+    apply_lora(ours, ["query", "value"], r=8, alpha=16, train=HEAD)
+    trained_looking(ours, seed=1)
+    path = save_adapter(ours, tmp_path / "adapter.safetensors")
+    model_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    assert path.stat().st_size < 1_000_000 < model_bytes / 50  # under 1 MB against ~87 MB
+    restored = load_base(seed=5)  # another fresh head: the file must bring the trained one
+    apply_lora(restored, ["query", "value"], r=8, alpha=16, train=HEAD)
+    load_adapter(restored, path)
+    unwrap_lora(restored)
+    expected = logits(ours, inputs)
+    torch.testing.assert_close(logits(restored, inputs), expected, rtol=0, atol=1e-5)
+    classifier, _ = make_pipeline("text-classification", restored, tokenizer=tokenizer, device="cpu")
+    texts = tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=True)
+    labels = [answer["label"] for answer in classifier(texts)]
+    assert labels == [restored.config.id2label[i] for i in expected.argmax(-1).tolist()]
+
+
+def test_full_profile_model_fails_offline_in_one_line(monkeypatch):
+    """The full profile's bert-base comes from the hub cache; offline without it: one clear line."""
+    from course.extend.compare import load_base
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CourseError) as error:
+        load_base("google-bert/bert-base-uncased")
+    message = str(error.value)
+    assert "\n" not in message and "cannot load 'google-bert/bert-base-uncased'" in message
+    assert "course assets prefetch google-bert/bert-base-uncased" in message
+
+
+def test_full_profile_settings_are_valid_parameters():
+    import tomllib
+    from pathlib import Path
+
+    import nbformat
+
+    repo = Path(__file__).parents[1]
+    profile = tomllib.loads((repo / "course" / "profiles.toml").read_text())["full"]["notebooks"]["04_extending"]
+    nb = nbformat.read(repo / "notebooks" / "04_extending.ipynb", as_version=4)
+    parameters = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    defined = {line.split("=")[0].strip() for line in parameters.source.splitlines() if "=" in line}
+    assert set(profile) <= defined, f"profile sets unknown parameters: {set(profile) - defined}"

@@ -33,6 +33,12 @@ if TYPE_CHECKING:
     import torch
 
 
+#: What "the head" means for every method below: BERT's pooler (a dense layer on the [CLS] vector) and
+#: the classifier.  Both sit on top of the encoder; the pooler of a sentence-embedding model such as
+#: MiniLM was never trained for classification, so it is retrained along with the fresh classifier.
+HEAD = ("classifier", "pooler.dense")
+
+
 @dataclass
 class Method:
     """One way to fine-tune: how to change the model, and how long / how fast to train it."""
@@ -43,9 +49,9 @@ class Method:
     lr: float
 
 
-def head_only(model: Any, head: str = "classifier") -> Any:
-    """Freeze the whole encoder; train only the classifier head."""
-    freeze(model, except_=[head])
+def head_only(model: Any, head: Sequence[str] = HEAD) -> Any:
+    """Freeze the whole encoder; train only the head."""
+    freeze(model, except_=list(head))
     return model
 
 
@@ -56,29 +62,44 @@ def full_finetune(model: Any) -> Any:
     return model
 
 
-def hand_lora(r: int, alpha: float, targets: Sequence[str] = ("query", "value"), dropout: float = 0.0) -> Callable:
+def hand_lora(
+    r: int, alpha: float, targets: Sequence[str] = ("query", "value"), dropout: float = 0.0, head: Sequence[str] = HEAD
+) -> Callable:
     """A ``prepare`` function that applies the course's :func:`~course.extend.lora.apply_lora`."""
 
     def prepare(model: Any) -> Any:
         from course.extend.lora import apply_lora
 
-        apply_lora(model, targets, r=r, alpha=alpha, dropout=dropout)
+        apply_lora(model, targets, r=r, alpha=alpha, dropout=dropout, train=head)
         return model
 
     return prepare
 
 
-def peft_lora(r: int, alpha: float, targets: Sequence[str] = ("query", "value"), dropout: float = 0.0) -> Callable:
-    """A ``prepare`` function that wraps the model with 🤗 peft's LoRA (task SEQ_CLS keeps the head trainable)."""
+def peft_lora(
+    r: int, alpha: float, targets: Sequence[str] = ("query", "value"), dropout: float = 0.0, head: Sequence[str] = HEAD
+) -> Callable:
+    """A ``prepare`` function that wraps the model with 🤗 peft's LoRA."""
 
     def prepare(model: Any) -> Any:
-        return peft_model(model, r=r, alpha=alpha, targets=targets, dropout=dropout)
+        return peft_model(model, r=r, alpha=alpha, targets=targets, dropout=dropout, head=head)
 
     return prepare
 
 
-def peft_model(model: Any, r: int, alpha: float, targets: Sequence[str] = ("query", "value"), dropout: float = 0.0):
-    """``get_peft_model`` with a LoRA config equivalent to ``apply_lora(model, targets, r, alpha, dropout)``."""
+def peft_model(
+    model: Any,
+    r: int,
+    alpha: float,
+    targets: Sequence[str] = ("query", "value"),
+    dropout: float = 0.0,
+    head: Sequence[str] = ("classifier",),
+) -> Any:
+    """``get_peft_model`` with a LoRA config equivalent to ``apply_lora(model, targets, r, alpha, dropout, head)``.
+
+    ``head`` becomes peft's ``modules_to_save``: modules trained in full next
+    to LoRA (task ``SEQ_CLS`` always adds the classifier).
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     from course.extend.lora import check_rank_and_alpha
@@ -87,30 +108,35 @@ def peft_model(model: Any, r: int, alpha: float, targets: Sequence[str] = ("quer
     check_rank_and_alpha(r, alpha)
     find_modules(model, targets)  # the same one-line error as ours for an unknown name
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), task_type=TaskType.SEQ_CLS
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets),
+        modules_to_save=list(head),
+        task_type=TaskType.SEQ_CLS,
     )
     with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question; nothing to act on
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, config)
 
 
-def adapters(bottleneck: int = 16) -> Callable:
+def adapters(bottleneck: int = 16, head: Sequence[str] = HEAD) -> Callable:
     """A ``prepare`` function that adds bottleneck adapters after every feed-forward block."""
 
     def prepare(model: Any) -> Any:
         from course.extend.adapter import add_adapters
 
-        add_adapters(model, bottleneck)
+        add_adapters(model, bottleneck, train=head)
         return model
 
     return prepare
 
 
-def temperature(model: Any) -> Any:
+def temperature(model: Any, head: Sequence[str] = HEAD) -> Any:
     """Learnable per-head attention temperatures (plus the head)."""
     from course.extend.temperature import add_temperature
 
-    add_temperature(model)
+    add_temperature(model, train=list(head))
     return model
 
 
@@ -122,6 +148,7 @@ def standard_methods(
     targets: Sequence[str] = ("query", "value"),
     full_lr: float = 1e-4,
     bottleneck: int = 16,
+    head: Sequence[str] = HEAD,
 ) -> list[Method]:
     """The lesson's line-up: full, head only, adapter, hand LoRA per rank (alpha = 2r), peft's LoRA.
 
@@ -133,14 +160,14 @@ def standard_methods(
         raise CourseError("give at least one LoRA rank, e.g. ranks=(4, 8)")
     methods = [
         Method("full fine-tune", full_finetune, weak_steps, full_lr),
-        Method("head only", head_only, weak_steps, lora_lr),
-        Method(f"adapter ({bottleneck})", adapters(bottleneck), weak_steps, lora_lr),
+        Method("head only", lambda model: head_only(model, head), weak_steps, lora_lr),
+        Method(f"adapter ({bottleneck})", adapters(bottleneck, head), weak_steps, lora_lr),
     ]
     for r in ranks:
         r_steps = steps if r == ranks[-1] else weak_steps
-        methods.append(Method(f"LoRA r={r}", hand_lora(r, 2 * r, targets), r_steps, lora_lr))
+        methods.append(Method(f"LoRA r={r}", hand_lora(r, 2 * r, targets, head=head), r_steps, lora_lr))
     last = ranks[-1]
-    methods.append(Method(f"peft LoRA r={last}", peft_lora(last, 2 * last, targets), weak_steps, lora_lr))
+    methods.append(Method(f"peft LoRA r={last}", peft_lora(last, 2 * last, targets, head=head), weak_steps, lora_lr))
     return methods
 
 

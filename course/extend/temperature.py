@@ -29,6 +29,7 @@ formats (additive floats for ``eager``, booleans or ``None`` for ``sdpa``):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -84,7 +85,7 @@ class TemperatureSelfAttention(nn.Module):
         return merge_heads(dropped @ v), probabilities  # (batch, seq, heads * head_dim)
 
 
-def add_temperature(model: nn.Module, train: str | list[str] = ("classifier",)) -> list[str]:
+def add_temperature(model: nn.Module, train: str | Iterable[str] = ("classifier",)) -> list[str]:
     """Wrap every self-attention of a BERT-family model; freeze all but temperatures and ``train``."""
     layers = find_modules(model, SELF_ATTENTION)
     for name, layer in layers.items():
