@@ -7,6 +7,10 @@ tests it breaks.  No cell of the assignment may import the course package.
 """
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -93,3 +97,35 @@ def test_autograde_partial_marks_for_typical_mistakes(grades, mistake):
     expected = {**POINTS, **MISTAKES[mistake][1]}
     assert grades[mistake]["grades"] == expected
     assert 0 < grades[mistake]["score"] < sum(POINTS.values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="the default (sandboxed) run needs root")
+def test_course_grade_scores_a_small_class(tmp_path):
+    """``course grade`` (sandboxed kernels, no course package inside) gives the same scores."""
+    course_dir = course_copy(tmp_path, ASSIGNMENT)
+    release_nb = generate(course_dir, ASSIGNMENT)
+    answers = source_solutions(course_dir / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    class_list = {"correct": answers, "no_scaling": {**answers, **MISTAKES["no_scaling"][0]}, "stub": {}}
+    for student, cells in class_list.items():
+        dest = course_dir / "submitted" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        fill_solutions(release_nb, cells, dest)
+        (dest.parent / "timestamp.txt").write_text("2026-12-02 06:00:00.000000 UTC")
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    command = [
+        sys.executable,
+        "-m",
+        "course.grade",
+        ASSIGNMENT,
+        "--course-dir",
+        str(course_dir),
+        "--quiet",
+        "--jobs",
+        "2",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = course_dir / "results" / ASSIGNMENT / "submissions"
+    scores = {path.stem: json.loads(path.read_text())["score"] for path in folder.glob("*.json")}
+    no_scaling = sum({**POINTS, **MISTAKES["no_scaling"][1]}.values())
+    assert scores == {"correct": sum(POINTS.values()), "no_scaling": no_scaling, "stub": 0}
