@@ -36,6 +36,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     return parser.parse_args(argv)
 
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from course.extend.compare import HEAD, load_base, peft_model
     from course.extend.lora import apply_lora
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = choose_device(args.device).device
     tokenizer = load_tokenizer()
     base = load_base(seed=0)
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         order = ("hand", "peft") if index % 2 == 0 else ("peft", "hand")  # neither always goes first
         for name in order:
             times[name].append(step(name))
+        print(
+            f"  step {index + 1}/{args.steps}: hand {times['hand'][-1]:.3f} s, peft {times['peft'][-1]:.3f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     medians = {name: statistics.median(values) for name, values in times.items()}
     best = {name: min(values) for name, values in times.items()}
     result = {
