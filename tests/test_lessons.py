@@ -197,3 +197,27 @@ def test_printed_lines_fit_a_notebook_without_wrapping(smoke, lesson):
             if output.get("output_type") == "stream" and output.get("name") == "stdout":
                 long += [line for line in output["text"].splitlines() if len(line) > 115]
     assert not long, f"{len(long)} printed line(s) over 115 characters, e.g. {long[0]!r}"
+
+
+def test_extending_lesson_lora_reaches_085_with_at_most_2_percent_trainable(smoke):
+    metrics = smoke["04_extending"]["metrics"]
+    assert metrics["lora_test_accuracy"] >= 0.85
+    assert metrics["lora_trainable_fraction"] <= 0.02
+    for name in ("adapter_test_accuracy", "full_test_accuracy", "head_only_test_accuracy"):
+        assert 0.5 <= metrics[name] <= 1.0, name
+
+
+def test_extending_lesson_hand_lora_matches_peft_and_merges_exactly(smoke):
+    metrics = smoke["04_extending"]["metrics"]
+    assert metrics["peft_max_abs_diff"] <= 1e-6
+    assert metrics["peft_same_trainable_count"] is True
+    assert metrics["merge_max_abs_diff"] <= 1e-5
+
+
+def test_extending_lesson_starts_as_the_identity_and_the_adapter_reloads(smoke):
+    metrics = smoke["04_extending"]["metrics"]
+    assert metrics["temperature_identity_max_diff"] <= 1e-6
+    assert metrics["adapter_identity_max_diff"] <= 1e-6
+    assert metrics["temperature_spread"] > 0
+    assert metrics["adapter_file_kb"] < 1024
+    assert abs(metrics["reloaded_adapter_test_accuracy"] - metrics["lora_test_accuracy"]) <= 0.01  # merged: rounding
