@@ -1,7 +1,6 @@
 """Problem set 4 (LoRA by hand, checked against peft): points and typical mistakes.
 
-Read by the shared assignment harness; ``tests/test_ps4.py`` runs the same
-cases through nbgrader until that harness lands.  Each mistake replaces the
+Read by the shared assignment harness (``tests/test_assignments.py``).  Each mistake replaces the
 named solution cells (nbgrader ``grade_id``) and lists the tests it must
 fail; every test not listed keeps its full points.
 

@@ -1,6 +1,6 @@
 """ps5_generation's graded tests, their points, and typical mistakes with the points they keep.
 
-Read by the shared assignment harness (and by tests/test_ps5.py until it lands).
+Read by the shared assignment harness (tests/test_assignments.py).
 """
 
 ASSIGNMENT = "ps5_generation"

@@ -1,6 +1,6 @@
 """Problem set 6 (a micro-batcher and a latency summary): points and typical mistakes.
 
-Read by the shared assignment harness, and by tests/test_ps6.py until that lands.
+Read by the shared assignment harness (tests/test_assignments.py).
 """
 
 ASSIGNMENT = "ps6_serving"
