@@ -90,6 +90,11 @@ MODELS: dict[str, ModelSpec] = {
             description="DistilBERT fine-tuned on SST-2 sentiment; hub or cache only",
             hub_id="distilbert/distilbert-base-uncased-finetuned-sst-2-english",
         ),
+        ModelSpec(
+            name="bert-base",
+            description="BERT base uncased (110 M params), lesson 04's full profile; hub or cache only",
+            hub_id="google-bert/bert-base-uncased",
+        ),
     ]
 }
 DEFAULT_MODEL = "minilm"
