@@ -869,3 +869,31 @@ def test_report_shows_as_text_not_a_dataclass_repr_in_a_notebook():
     shown = pretty(Report({"system": {"cpu_count": 2}}, []))
     assert shown.startswith("course doctor:") and "Findings: none" in shown
     assert "facts=" not in shown
+
+
+def test_nvml_without_a_driver_means_no_driver_not_a_failed_probe(monkeypatch):
+    """nvidia-ml-py is installed everywhere (lesson 06); on a CPU machine NVML cannot find its library."""
+    import sys
+    import types
+
+    from course.doctor import gpu_facts
+
+    class NVMLError_LibraryNotFound(Exception):  # noqa: N801 (pynvml's own class name)
+        pass
+
+    def init():
+        raise NVMLError_LibraryNotFound("NVML Shared Library Not Found")
+
+    fake = types.ModuleType("pynvml")
+    fake.nvmlInit = init
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(gpu_facts.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gpu_facts.importlib.util, "find_spec", lambda name: object())
+    assert gpu_facts.probe_driver() == {"source": None, "nvidia_smi": None, "version": None, "gpus": []}
+
+    def broken():
+        raise RuntimeError("something else")
+
+    fake.nvmlInit = broken
+    with pytest.raises(RuntimeError):
+        gpu_facts.probe_driver()

@@ -229,5 +229,13 @@ def probe_driver() -> Facts:
     if smi:
         return _query_nvidia_smi(smi)
     if importlib.util.find_spec("pynvml") is not None:
-        return _query_nvml()
+        try:
+            return _query_nvml()
+        except Exception as error:  # pynvml installed (nvidia-ml-py is a dependency) on a machine without a driver
+            if type(error).__name__ not in NO_DRIVER_ERRORS:
+                raise
     return {"source": None, "nvidia_smi": None, "version": None, "gpus": []}
+
+
+#: NVML's ways of saying "there is no NVIDIA driver here": not a probe failure, just no driver.
+NO_DRIVER_ERRORS = {"NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded"}
