@@ -221,3 +221,9 @@ def test_extending_lesson_starts_as_the_identity_and_the_adapter_reloads(smoke):
     assert metrics["temperature_spread"] > 0
     assert metrics["adapter_file_kb"] < 1024
     assert abs(metrics["reloaded_adapter_test_accuracy"] - metrics["lora_test_accuracy"]) <= 0.01  # merged: rounding
+
+
+def test_serving_lesson_batching_raises_throughput(smoke):
+    metrics = smoke["06_serving"]["metrics"]
+    assert metrics["serve_batching_speedup"] >= 1.5  # dynamic batching vs --max-batch 1, same run
+    assert metrics["serve_p95_ms"] > 0

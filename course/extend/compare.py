@@ -183,8 +183,8 @@ def train_method(
     seed: int = 0,
 ) -> tuple[dict[str, Any], Any]:
     """Copy ``base``, prepare it with ``method``, train and test it: ``(row, trained model)``."""
+    from course.memory import release_free_memory
     from course.train import TrainConfig, evaluate, fit
-    from course.train.memory import release_free_memory
 
     release_free_memory(device)
     model = method.prepare(copy.deepcopy(base))

@@ -130,7 +130,7 @@ def system_facts() -> dict[str, Any]:
     """
     import sys
 
-    from course.train.memory import _this_process
+    from course.memory import _this_process
 
     process = _this_process()
     facts: dict[str, Any] = {

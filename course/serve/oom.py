@@ -30,7 +30,7 @@ from course.errors import CourseError
 
 def _is_oom(error: BaseException) -> bool:
     """CUDA's ``torch.OutOfMemoryError`` or the CPU allocator's out-of-memory RuntimeError."""
-    from course.train.memory import is_out_of_memory
+    from course.memory import is_out_of_memory
 
     return isinstance(error, MemoryError) or is_out_of_memory(error)
 
