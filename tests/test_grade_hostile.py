@@ -227,13 +227,15 @@ def blocked_import_code(course_src: str, other_checkout: str) -> str:
     return (
         f"""
 import importlib, sys
-for attempt in ["import course.pipelines", "importlib.import_module('cour' + 'se.train')", "__import__('course')"]:
+for attempt in ["import course.pipelines", "importlib.import_module('cour' + 'se.train')",
+                "__import__('course').pipelines", "sys.modules['course'].__path__"]:
     try:
         exec(attempt)
         print("REACHED", attempt)
-    except ImportError as error:
+    except (ImportError, AttributeError) as error:
         print("blocked import", type(error).__name__)
-print("in sys.modules:", sorted(m for m in sys.modules if m == "course" or m.startswith("course.")))
+print("in sys.modules:", sorted(m + ": " + type(sys.modules[m]).__name__ for m in sys.modules
+                                if m == "course" or m.startswith("course.")))
 for path in [{course_src!r}, {other_checkout!r}]:
     try:
         exec(compile(open(path).read(), path, "exec"), {{}})
@@ -416,7 +418,6 @@ def test_run_completes_and_grades_everyone(hostile):
         ("stub", 1),
         ("loop", 6),
         ("c_loop", 4),
-        ("fork_bomb", 3),
         ("memory_bomb", 5),
         ("big_output", 7),
         ("os_exit", 3),
@@ -494,10 +495,17 @@ def test_loop_inside_c_code_is_killed_and_the_rest_marked(hostile):
 
 
 def test_fork_bomb_is_bounded(hostile):
+    """The process limit stops the loop: the bomb's own cell fails, and nothing outlives the run.
+
+    Whether the kernel survives its forked copies depends on timing: when
+    the limit stops the loop first (a quiet machine), the later honest cells
+    keep their points (score 6); when the copies starve the kernel, they are
+    lost with it (score 3).  Never more, and never the bomb's own test.
+    """
     c = cells(hostile["results"]["fork_bomb"])
     assert c["test_relu"]["status"] == c["test_relu_hidden"]["status"] == "passed"
-    for grade_id in ("test_pick_device", "test_normalize", "test_labels"):
-        assert c[grade_id]["status"] in ("timeout", "kernel-died", "not-run", "failed", "budget")
+    assert c["test_pick_device"]["status"] in ("timeout", "kernel-died", "not-run", "failed", "budget")
+    assert hostile["results"]["fork_bomb"]["score"] in (3, 6)
     from course.grade.isolation.sandbox import processes_of
 
     run = json.loads((hostile["course"] / "results" / "ps_fixture" / "run.json").read_text())
@@ -699,10 +707,13 @@ def test_results_are_private(hostile):
 def test_the_course_package_is_unreachable_and_each_attempt_reported(hostile):
     text = outputs_text(hostile["course"], "blocked_import", "relu")
     assert "REACHED" not in text, text
-    assert text.count("blocked import") == 3 and text.count("blocked file") == 2, text
-    assert "in sys.modules: []" in text
-    found = [f["detail"] for f in hostile["results"]["blocked_import"]["tampering"] if f["kind"] == "blocked-import"]
-    assert found == ["tried to import course (3 times), which graded notebooks cannot use"], found
+    assert text.count("blocked import") == 4 and text.count("blocked file") == 2, text
+    assert "in sys.modules: ['course: Tripwire']" in text  # the reporting stand-in, nothing of the package
+    tampering = hostile["results"]["blocked_import"]["tampering"]
+    found = [f["detail"] for f in tampering if f["kind"] == "blocked-import"]
+    assert len(found) == 1 and found[0].startswith("tried to import course ("), found
+    read = [f["detail"] for f in tampering if f["kind"] == "blocked-read"]
+    assert len(read) == 1 and "/course/" in read[0] and read[0].startswith("tried to read "), read
 
 
 @pytest.mark.parametrize(
