@@ -155,3 +155,18 @@ def test_profiling_helpers_time_profile_and_snapshot(tmp_path):
     facts = machine_snapshot()
     assert facts["cpu_count"] >= 1 and facts["memory_total_gb"] > 0
     assert facts["gpu_source"] in {"none", "nvml", "nvidia-smi"}
+
+
+def test_generate_serves_lesson_05s_saved_decoder(tmp_path):
+    """The folder lesson 05 saves (course.generate.save_decoder) is what /generate loads and samples from."""
+    from course.generate.model import DecoderConfig, save_decoder, train_decoder
+    from course.serve.models import GenerateJob, Generator
+
+    texts = ["It is a truth universally acknowledged, that a single man in possession of a good fortune."] * 40
+    config = DecoderConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32, n_positions=64, block_size=32,
+                           batch_size=2, steps=3, warmup_steps=1)  # fmt: skip
+    run = train_decoder(config, train_texts=texts, validation_texts=texts[:4], validation_blocks=2, progress=False)
+    folder, _ = save_decoder(run, tmp_path / "decoder", keep_better=False)
+    generator = Generator(str(folder), device="cpu")
+    [text] = generator([GenerateJob(prompt="It is a truth", max_new_tokens=5, temperature=0.0, top_p=1.0)])
+    assert isinstance(text, str) and text
