@@ -152,8 +152,10 @@ def _outputs_text(path) -> str:
 
     texts = []
     for cell in nbformat.read(path, as_version=4).cells:
-        for output in cell.get("outputs", []):
-            texts.append(output.get("text", ""))
+        outputs = cell.get("outputs", [])
+        # One print can arrive as several stream outputs (flushed mid-line): join them as the page shows them.
+        texts.append("".join(output.get("text", "") for output in outputs if output.get("output_type") == "stream"))
+        for output in outputs:
             texts.append(output.get("data", {}).get("text/plain", ""))
             texts.append(output.get("data", {}).get("text/markdown", ""))
             texts.extend(output.get("traceback", []))
