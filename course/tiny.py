@@ -31,10 +31,10 @@ def tiny_gpt2(
 ) -> GPT2LMHeadModel:
     """A randomly initialised GPT-2 (``layers`` x ``heads``, ``hidden`` features) in eval mode, on the CPU.
 
-    The vocabulary, and the begin/end-of-text ids, come from ``tokenizer``
-    (the bundled MiniLM one: ``[CLS]`` and ``[SEP]`` play GPT-2's
-    ``<|endoftext|>``), so texts tokenized for the encoder feed the decoder
-    too.  ``seed`` makes the weights, and so every printed number, repeatable.
+    The vocabulary, and the begin/end-of-text and padding ids, come from
+    ``tokenizer``: its own BOS/EOS when it has them (a GPT-2 style BPE), else
+    ``[CLS]`` and ``[SEP]`` (the bundled MiniLM one), so texts tokenized for
+    the encoder feed the decoder too.  ``seed`` makes the weights, and so every printed number, repeatable.
     ``positions`` is the longest input it reads.
     """
     import torch
@@ -45,9 +45,10 @@ def tiny_gpt2(
         n_head=heads,
         n_embd=hidden,
         n_positions=positions,
-        vocab_size=tokenizer.vocab_size,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id,
+        eos_token_id=tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     return GPT2LMHeadModel(config).eval()

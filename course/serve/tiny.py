@@ -43,24 +43,12 @@ def _writable(folder: str | Path) -> Path:
 
 
 def save_tiny_causal_lm(folder: str | Path, *, vocab_size: int = 512, layers: int = 2, seed: int = 0) -> Path:
-    """A random 2-layer GPT2LMHeadModel + its tokenizer in ``folder``; returns the folder."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """A random 2-layer GPT2LMHeadModel (:func:`course.tiny.tiny_gpt2`) + its tokenizer in ``folder``."""
+    from course.tiny import tiny_gpt2
 
     folder = _writable(folder)
     tokenizer = _tokenizer(vocab_size)
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=256,
-        n_embd=64,
-        n_layer=layers,
-        n_head=2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    tiny_gpt2(tokenizer, layers=layers, heads=2, hidden=64, positions=256, seed=seed).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
