@@ -53,6 +53,33 @@ def relu(x):
 """
 
 
+#: Four forked children each fill 900 MiB and hold it for a while: 3.6 GB
+#: from a kernel limited to 1024 MiB per process (memory_mb) and 2048 MiB
+#: for its whole tree (memory_mb + disk_mb).  Prints how many held to the end.
+FORK_MEMORY = """
+import os, time
+kids = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        block = b"x" * (900 * 2**20)
+        time.sleep(4)
+        os._exit(0)
+    kids.append(pid)
+held = sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 for pid in kids)
+print("children that held 900 MiB:", held)
+"""
+
+#: Three children spin forever and outlive the cell; the next cells take their time.
+SPINNERS = """
+import os
+for _ in range(3):
+    if os.fork() == 0:
+        while True:
+            pass
+"""
+
+
 def snoop_code(course: Path) -> str:
     """Try to read the instructor's files and write the gradebook; print LEAK on success."""
     return (
@@ -351,6 +378,12 @@ def hostile(tmp_path_factory):
     submit(course, "sleepy", slow)
     submit(course, "transformer", {"relu": TRANSFORMER + cls.RELU_WRONG})
     submit(course, "custom_exc", {"relu": CUSTOM_EXC + cls.RELU_WRONG})
+    submit(course, "fork_memory", {**correct, "relu": FORK_MEMORY + cls.RELU})
+    submit(
+        course,
+        "spinners",
+        {"relu": SPINNERS + cls.RELU, **{k: sleepy(3, correct[k]) for k in ("pick_device", "normalize")}},
+    )
     submit(course, "log_link", {**correct, "pick_device": log_swap_code("link")})
     submit(course, "log_fifo", {**correct, "pick_device": log_swap_code("fifo")})
     import course as course_package
@@ -405,7 +438,7 @@ def outputs_text(course: Path, student: str, grade_id: str) -> str:
 def test_run_completes_and_grades_everyone(hostile):
     proc = hostile["proc"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(hostile["results"]) == 39
+    assert len(hostile["results"]) == 41
     assert all(r["status"] == "graded" and r["max_score"] == cls.MAX_SCORE for r in hostile["results"].values())
 
 
@@ -450,6 +483,8 @@ def test_run_completes_and_grades_everyone(hostile):
         ("sleepy", 4),
         ("transformer", 0),
         ("custom_exc", 0),
+        ("fork_memory", 7),
+        ("spinners", 7),
     ],
 )
 def test_score(hostile, student, score):
@@ -518,6 +553,41 @@ def test_memory_bomb_hits_the_limit_not_the_machine(hostile):
     assert "MemoryError" in text
     c = cells(hostile["results"]["memory_bomb"])
     assert c["test_normalize"]["status"] == "failed" and c["test_labels"]["status"] == "passed"
+
+
+def test_forked_children_share_the_kernels_memory_limit(hostile):
+    """Four children x 900 MiB from a kernel whose tree may use 2048 MiB: the tree's limit holds.
+
+    Each child alone is within the per-process limit (RLIMIT_DATA 1024 MiB);
+    together they are not, so the out-of-memory killer of the kernel's own
+    cgroup ends some of them (never the kernel, never another student),
+    and the instructor sees the tree's peak and the kills.
+    """
+    text = outputs_text(hostile["course"], "fork_memory", "relu")
+    held = int(text.split("children that held 900 MiB:")[1].split()[0])
+    assert held <= 2, text
+    nb = hostile["results"]["fork_memory"]["notebooks"][0]
+    used = nb["resources"]
+    assert used["memory_limit_mb"] == 1024 + 1024
+    assert used["oom_kills"] >= 2
+    assert used["memory_peak_mb"] <= used["memory_limit_mb"]
+    assert "memory limit of 2048 MiB" in hostile["proc"].stdout
+    honest = hostile["results"]["honest"]["notebooks"][0]["resources"]
+    assert honest["oom_kills"] == 0 and honest["memory_peak_mb"] < 1024, honest
+
+
+def test_spinning_children_count_against_the_kernels_cpu(hostile):
+    """Children that spin across cells share the kernel's CPU quota, and their CPU time is the submission's."""
+    result = hostile["results"]["spinners"]
+    used = result["notebooks"][0]["resources"]
+    seconds = result["timing"]["kernel_start"] + result["timing"]["execute"]
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)  # --jobs 2
+    assert used["cpu_seconds"] is not None
+    assert used["cpu_seconds"] <= threads * seconds * 1.1 + 1, (used, seconds)
+    assert used["cpu_seconds"] >= 0.25 * seconds, (used, seconds)  # they did spin, within the quota
+    run = json.loads((hostile["course"] / "results" / "ps_fixture" / "run.json").read_text())
+    assert run["kernel_limits"].startswith("per process tree (cgroup v")
+    assert run["kernel_limits"] in hostile["proc"].stdout
 
 
 def test_huge_single_line_output_is_cut(hostile):
@@ -736,7 +806,7 @@ def test_special_files_in_submitted_are_rejected_unread(hostile, student, words)
 def test_a_second_run_regrades_nothing(hostile):
     again = hostile["again"]
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "graded 0 submission(s)" in again.stdout and "skipped 39 already graded" in again.stdout
+    assert "graded 0 submission(s)" in again.stdout and "skipped 41 already graded" in again.stdout
 
 
 @pytest.mark.parametrize("student, what", [("transformer", "input transformers"), ("custom_exc", "custom exception")])

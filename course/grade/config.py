@@ -82,6 +82,11 @@ class Settings:
     #: Packages graded kernels cannot import by any route (the course's own
     #: implementations of what the assignments ask for).
     blocked_packages: list[str] = field(default_factory=lambda: ["course"])
+    #: Limits on each kernel's whole process tree with cgroups: "auto" (where
+    #: the machine allows), "required" (refuse to grade without) or "off".
+    process_tree_limits: str = "auto"
+    #: The run's cgroups once created (a course.grade.isolation.cgroups.RunGroups), else None.
+    cgroups: object | None = None
 
     def cell_timeout(self, configured: float | None = None) -> float:
         """Seconds one cell may run: --timeout, else nbgrader's Execute.timeout, else 30."""
@@ -116,7 +121,7 @@ def course_grade_class() -> type:
     stay instant), like every lazily built class of ``course.grade``.
     ``course grade --help-settings``-style documentation: ``CourseGrade.class_get_help()``.
     """
-    from traitlets import Bool, Float, Integer, List, Unicode, Union, default
+    from traitlets import Bool, Enum, Float, Integer, List, Unicode, Union, default
     from traitlets.config import Configurable
 
     limits = Limits()
@@ -156,13 +161,22 @@ def course_grade_class() -> type:
         blocked_packages = List(
             Unicode(), default_value=["course"], help="packages graded kernels cannot reach by any route"
         ).tag(config=True)
-        memory_mb = Integer(limits.memory_mb, help="RAM per kernel process on top of the preload (RLIMIT_DATA)").tag(
-            config=True
-        )
-        cpu_seconds = Integer(limits.cpu_seconds, help="CPU seconds per kernel process (RLIMIT_CPU)").tag(config=True)
-        processes = Integer(limits.processes, help="processes + threads per sandbox uid (RLIMIT_NPROC)").tag(
-            config=True
-        )
+        process_tree_limits = Enum(
+            ["auto", "required", "off"],
+            default_value="auto",
+            help="limit each kernel's whole process tree with cgroups: where available, always, or never",
+        ).tag(config=True)
+        memory_mb = Integer(
+            limits.memory_mb,
+            help="RAM per kernel process on top of the preload (RLIMIT_DATA); with cgroups the whole tree "
+            "may use this plus disk_mb",
+        ).tag(config=True)
+        cpu_seconds = Integer(
+            limits.cpu_seconds, help="CPU seconds of the kernel's processes together (cgroups), else per process"
+        ).tag(config=True)
+        processes = Integer(
+            limits.processes, help="processes + threads per sandbox uid (RLIMIT_NPROC) and per kernel tree (cgroups)"
+        ).tag(config=True)
         file_mb = Integer(limits.file_mb, help="largest file a kernel may write (RLIMIT_FSIZE)").tag(config=True)
         disk_mb = Integer(limits.disk_mb, help="size of the kernel's private tmpfs").tag(config=True)
         open_files = Integer(limits.open_files, help="open files per kernel process (RLIMIT_NOFILE)").tag(config=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import time
 from collections import Counter
 
@@ -91,6 +92,7 @@ def sandbox_execute_class():
                     self._run_cells(spec)
                 finally:
                     self._stop()
+                self._record_usage(spec, resources, context)
                 self._report_blocked_imports(spec, resources)
                 self.set_widgets_metadata()
             finally:
@@ -191,7 +193,37 @@ def sandbox_execute_class():
                 except TimeoutError:
                     code = None
             limits = spec.limits
+            if code == -signal.SIGKILL and spec.cgroup is not None and spec.cgroup.usage().oom_kills:
+                return (
+                    "it was killed (SIGKILL) by the out-of-memory killer: the kernel's processes together went "
+                    f"over their memory limit of {spec.cgroup.memory_limit_mb:g} MiB"
+                )
             return scoring.describe_exit(code, cpu=limits.cpu_seconds, file_mb=limits.file_mb)
+
+        @staticmethod
+        def _record_usage(spec, resources, context) -> None:
+            """What the kernel's whole process tree used (cgroups only), for the JSON result."""
+            if spec.cgroup is None:
+                return
+            used = spec.cgroup.usage().to_json()
+            record(resources)["resources"] = {
+                "limits": context.cgroups.description,
+                "memory_limit_mb": round(spec.cgroup.memory_limit_mb, 1),
+                "cpu_limit_seconds": spec.limits.cpu_seconds,
+                **used,
+            }
+
+        def _over_cpu_budget(self, spec) -> str | None:
+            """Why to stop: the kernel's processes together used up the CPU seconds (cgroups only)."""
+            if spec.cgroup is None:
+                return None
+            used = spec.cgroup.usage().cpu_seconds
+            if used is None or used <= spec.limits.cpu_seconds:
+                return None
+            return (
+                f"the kernel's processes together used {used:.0f} CPU seconds, over the submission's "
+                f"CPU budget of {spec.limits.cpu_seconds} s"
+            )
 
         async def _async_fingerprint(self, timeout: float = 10.0) -> dict | None:
             """Ask the kernel for :data:`course.grade.integrity.FINGERPRINT` (silently, outside run_cell)."""
@@ -296,6 +328,9 @@ def sandbox_execute_class():
                     continue
                 if stopped is None and budget and time.perf_counter() - started > budget:
                     stopped = f"the submission used up its time budget of {budget:g} s (all cells together)"
+                    self._event(cell, index, "budget", stopped)
+                if stopped is None and (over := self._over_cpu_budget(spec)):
+                    stopped = over
                     self._event(cell, index, "budget", stopped)
                 if stopped is not None:
                     cell.outputs = []

@@ -210,7 +210,9 @@ def run_workers(
     return done
 
 
-def _summary_lines(settings: Settings, done: dict[str, dict], skipped: list[str], seconds: float) -> list[str]:
+def _summary_lines(
+    settings: Settings, done: dict[str, dict], skipped: list[str], seconds: float, limits_note: str = ""
+) -> list[str]:
     """What the instructor reads at the end of a run.
 
     Every status comes from the grader's own records; every string a
@@ -225,6 +227,8 @@ def _summary_lines(settings: Settings, done: dict[str, dict], skipped: list[str]
         f"graded {len(graded)} submission(s) of {settings.assignment} in {seconds:.1f} s "
         f"({settings.jobs} worker(s), {mode}); skipped {len(skipped)} already graded; {len(failed)} failed"
     ]
+    if limits_note:
+        lines.append(f"kernel limits: {limits_note}")
     for student, result in sorted(failed.items()):
         lines.append(f"  not graded: {safe_text(student)}: {safe_text(result.get('error', 'unknown error'))}")
     for student, result in sorted(done.items()):
@@ -237,6 +241,12 @@ def _summary_lines(settings: Settings, done: dict[str, dict], skipped: list[str]
             for event in nb.get("kernel_events", []):
                 if event["status"] in ("timeout", "kernel-died", "tampered", "budget"):
                     problems.append(f"{event['cell']}: {event['message']}")
+            used = nb.get("resources") or {}
+            if used.get("oom_kills"):
+                problems.append(
+                    f"{nb['name']}: its processes hit their memory limit of {used['memory_limit_mb']:g} MiB "
+                    f"({used['oom_kills']} killed by the out-of-memory killer)"
+                )
         if result.get("tampering"):
             from course.grade.tamper import summarize
 
@@ -367,13 +377,14 @@ def _grade(settings: Settings, kernels: Kernels, timeline: dict, started: float,
             "graded": sorted(done),
             "skipped": skipped,
             "uid_base": settings.uid_base if settings.sandbox else None,
+            "kernel_limits": kernels.limits_note,
             "timeline": timeline,
         },
     )
     ungraded = ungraded_students(settings, students, done)
     csv_path = settings.results_dir / "grades.csv"
     rows = export.write_csv(settings.db_url, cd.course_id, settings.assignment, csv_path, ungraded)
-    for line in _summary_lines(settings, done, skipped, time.perf_counter() - started):
+    for line in _summary_lines(settings, done, skipped, time.perf_counter() - started, kernels.limits_note):
         print(line)
     print(f"grades.csv: {rows} student(s); feedback: {cd.format_path(cd.feedback_directory, '*', settings.assignment)}")
     if any(r.get("status") != "graded" for r in done.values()):

@@ -117,6 +117,8 @@ def notebook_entry(name: str, scores: dict, autograded: Path, files: dict, rejec
         events = info.get("events", {})
         entry.update(status="graded", cells=_cell_results(autograded / f"{name}.ipynb", scores, events))
         entry["kernel_events"] = list(events.values())
+        if info.get("resources"):
+            entry["resources"] = info["resources"]
     return entry
 
 
@@ -328,6 +330,7 @@ def kernel_context(app, settings: Settings, slot: int, run_dir: str, zygote):
         blocked_packages=list(settings.blocked_packages),
         budget_seconds=settings.submission_budget(settings.execute_timeout),
         max_cells=settings.max_cells,
+        cgroups=settings.cgroups,
         pass_env=list(settings.pass_env),
     )
 

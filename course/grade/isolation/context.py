@@ -15,6 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
+from course.grade.isolation.cgroups import RunGroups
 from course.grade.isolation.sandbox import HIDDEN_SYSTEM_DIRS, BoxSpec, Limits, SandboxError, mount_ipc, umount
 
 #: Variables every kernel gets from the grader's environment when set.
@@ -40,6 +41,8 @@ class KernelContext:
     blocked_packages: list[str] = field(default_factory=list)
     budget_seconds: float = 0.0
     max_cells: int = 0
+    #: The run's cgroups (limits on each kernel's whole process tree), None where unavailable.
+    cgroups: RunGroups | None = None
 
     def kernel_env(self, box_dir: str) -> dict[str, str]:
         """The environment of a kernel: a short allow-list, never the grader's secrets."""
@@ -76,6 +79,13 @@ class KernelContext:
         if self.budget_seconds:
             # CPU time of the whole submission: at most its wall-clock budget (per core used).
             limits.cpu_seconds = max(1, min(limits.cpu_seconds, int(self.budget_seconds * max(1, self.threads))))
+        group = None
+        if self.cgroups is not None:
+            try:
+                group = self.cgroups.new_kernel(self.slot, limits.tree(cpus=max(1, self.threads)))
+            except Exception:
+                self.remove_box_dir(box_dir, self.isolate)
+                raise
         return BoxSpec(
             isolate=self.isolate,
             uid=self.uid,
@@ -88,17 +98,25 @@ class KernelContext:
             protect=list(self.protect),
             expose=list(self.expose),
             env=self.kernel_env(box_dir),
+            cgroup=group,
         )
 
+    @classmethod
+    def remove_box(cls, spec: BoxSpec) -> None:
+        """Delete a kernel's cgroup (killing what is left in it) and its host folder."""
+        if spec.cgroup is not None:
+            spec.cgroup.remove()
+        cls.remove_box_dir(spec.box_dir, spec.isolate)
+
     @staticmethod
-    def remove_box(spec: BoxSpec) -> None:
+    def remove_box_dir(box_dir: str, isolate: bool) -> None:
         """Delete a kernel's host folder (its box tmpfs vanished with the kernel; the ipc tmpfs goes here)."""
-        if spec.isolate:
+        if isolate:
             try:
-                umount(spec.ipc_dir)
+                umount(os.path.join(box_dir, "ipc"))
             except SandboxError:
                 pass
-        shutil.rmtree(spec.box_dir, ignore_errors=True)
+        shutil.rmtree(box_dir, ignore_errors=True)
 
 
 _CURRENT: KernelContext | None = None

@@ -1,4 +1,4 @@
-"""The zygote's life in one ``course grade`` run: run folder, preload list, start, stop.
+"""The zygote's life in one ``course grade`` run: run folder, cgroups, preload list, start, stop.
 
 The zygote (:mod:`course.grade.isolation.zygote`) is started first, before
 nbgrader is even imported, because importing torch is the longest step of
@@ -17,7 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from course.errors import CourseError
 from course.grade.config import Settings
+from course.grade.isolation.cgroups import RunGroups
 from course.grade.safeio import private_append, read_regular
 
 _IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_][\w.]*)", re.M)
@@ -98,6 +100,14 @@ class Kernels:
         self.modules = [m for m in modules if m.partition(".")[0] not in blocked]
         self.threads = max(1, default_jobs() // max(1, settings.jobs))
         self.run_dir = make_run_dir(settings, self.sandbox_root)
+        try:
+            self.cgroups, self.limits_note = open_tree_limits(
+                settings.process_tree_limits, os.path.basename(self.run_dir)
+            )
+        except CourseError:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        settings.cgroups = self.cgroups
         self.zygote = start_zygote(settings, self.run_dir, self.modules, self.threads)
 
     def close(self, settings: Settings) -> None:
@@ -112,8 +122,30 @@ class Kernels:
                     handle.write(b"--- zygote ---\n" + log)
         except OSError:
             pass
+        if self.cgroups is not None:
+            self.cgroups.remove()
         _unmount_under(self.run_dir)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def open_tree_limits(mode: str, name: str) -> tuple[RunGroups | None, str]:
+    """This run's cgroups (``process_tree_limits`` = auto/required/off) and a line saying what holds.
+
+    "auto" grades with per-process limits where no cgroup can be made
+    (and says why); "required" refuses to grade then.
+    """
+    from course.grade.isolation import cgroups
+
+    if mode == "off":
+        return None, "per process only (c.CourseGrade.process_tree_limits = 'off')"
+    found = cgroups.open_run(name)
+    if isinstance(found, str):
+        if mode == "required":
+            raise CourseError(
+                f"c.CourseGrade.process_tree_limits = 'required', but no cgroup is available: {found}"
+            ) from None
+        return None, f"per process only: {found}"
+    return found, found.description
 
 
 def _unmount_under(folder: str) -> None:

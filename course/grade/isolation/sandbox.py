@@ -42,6 +42,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from course.grade.isolation.cgroups import KernelGroup, TreeLimits
+
 # Flags from <sched.h>, <sys/mount.h>, <sys/prctl.h>.
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -86,8 +88,15 @@ class Limits:
     ``memory_mb`` is private memory (RLIMIT_DATA) on top of what the kernel
     process already holds when it starts (the preloaded torch included);
     ``processes`` counts threads too, and is per sandbox uid, so one
-    student's fork bomb cannot starve another student's kernel.
+    student's fork bomb cannot starve another student's kernel.  Where
+    cgroups work (:mod:`course.grade.isolation.cgroups`) the same numbers
+    also bound the kernel's whole process tree together: memory
+    (``memory_mb + disk_mb``), tasks, and CPU seconds.
     """
+
+    def tree(self, cpus: float) -> TreeLimits:
+        """The limits of the kernel's whole process tree, which may run on ``cpus`` CPUs."""
+        return TreeLimits(memory_bytes=(self.memory_mb + self.disk_mb) * 2**20, processes=self.processes, cpus=cpus)
 
     memory_mb: int = 4096
     cpu_seconds: int = 900
@@ -118,6 +127,8 @@ class BoxSpec:
     env: dict[str, str] = field(default_factory=dict)
     #: Packages the kernel cannot import (see course.grade.isolation.guard).
     blocked_packages: list[str] = field(default_factory=list)
+    #: The kernel's control group (limits on its whole process tree), if any.
+    cgroup: KernelGroup | None = None
 
     def to_json(self) -> dict:
         """A JSON-ready dict (the limits nested)."""
@@ -128,6 +139,8 @@ class BoxSpec:
         """Rebuild a spec sent by :meth:`to_json`."""
         data = dict(data)
         data["limits"] = Limits(**data.get("limits", {}))
+        if data.get("cgroup"):
+            data["cgroup"] = KernelGroup(**data["cgroup"])
         return cls(**data)
 
     @property

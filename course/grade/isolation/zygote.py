@@ -8,7 +8,8 @@ modules the assignment imports, freezes the heap (``gc.freeze``, so that
 forked children share its pages), then waits.  For each kernel it forks:
 
     zygote (root, preloaded)
-      `-- supervisor   new namespaces, the box (see course.grade.isolation.sandbox),
+      `-- supervisor   joins the kernel's cgroup (see course.grade.isolation.cgroups),
+            |          new namespaces, the box (see course.grade.isolation.sandbox),
             |          forwards SIGINT/SIGTERM, mirrors the kernel's exit
             `-- kernel pid 1 of its namespace, drops to the sandbox uid,
                        then runs ipykernel in-process on the ipc sockets
@@ -174,6 +175,9 @@ def _supervise(spec: sandbox.BoxSpec, kernel: dict) -> None:
 
     try:
         sandbox.die_with_parent()
+        if spec.cgroup is not None:
+            # First, before anything is copied or forked: all of it counts.
+            spec.cgroup.join()
         for signum in _FORWARDED:
             signal.signal(signum, forward)
         if spec.isolate:
