@@ -244,3 +244,58 @@ def test_remove_kills_what_is_left(run_groups):
     group.remove()
     os.waitpid(pid, 0)
     assert not any(os.path.exists(folder) for folder in group.dirs())
+
+
+# --------------------------------------------------------------------------
+# in a `course grade` run
+
+SPIN_TWO = "import os\nfor _ in range(2):\n    if os.fork() == 0:\n        while True:\n            pass\n"
+
+
+def _spinning_class(tmp_path: Path, mode: str) -> dict:
+    """Grade one submission whose relu cell leaves two spinners behind while later cells sleep."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures" / "grade"))
+    import classroom as cls
+
+    if os.geteuid() != 0:
+        pytest.skip("course grade's cgroups need root")
+    config = f'c.CourseGrade.cpu_seconds = 4\nc.CourseGrade.process_tree_limits = "{mode}"\n'
+    course = cls.new_course(tmp_path, config)
+    slow = {k: "import time\ntime.sleep(6)\n" + cls.CORRECT[k] for k in ("pick_device", "normalize")}
+    cls.submit_answers(course, "spinner", {**cls.CORRECT, "relu": SPIN_TWO + cls.RELU, **slow})
+    proc = cls.run_grade(course, "--jobs", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((course / "results" / "ps_fixture" / "submissions" / "spinner.json").read_text())
+    return {"proc": proc, "result": result, "cells": {c["grade_id"]: c for c in result["notebooks"][0]["cells"]}}
+
+
+@pytest.mark.slow
+def test_cpu_seconds_count_the_whole_tree(tmp_path):
+    """Two spinners left running burn the submission's CPU seconds: the rest of it is `budget`.
+
+    Each spinner alone stays within RLIMIT_CPU (4 s each, then SIGXCPU);
+    together they pass the tree's 4 CPU seconds, which the grader checks
+    between cells.
+    """
+    graded = _spinning_class(tmp_path, "auto")
+    reason = graded["proc"].stdout.split("kernel limits: ", 1)[1].splitlines()[0]
+    if reason.startswith("per process only"):
+        pytest.skip(reason)
+    cells = graded["cells"]
+    assert cells["test_relu"]["status"] == "passed"
+    stopped = [c for c in cells.values() if c["status"] == "budget"]
+    assert len(stopped) == 1 and "over the submission's CPU budget of 4 s" in stopped[0]["message"], cells
+    assert cells["test_labels"]["status"] == "not-run"
+    assert graded["result"]["notebooks"][0]["resources"]["cpu_seconds"] > 4
+
+
+@pytest.mark.slow
+def test_without_cgroups_only_each_process_is_limited(tmp_path):
+    """The same submission with process_tree_limits = "off": each spinner dies at its own 4 s, the kernel goes on."""
+    graded = _spinning_class(tmp_path, "off")
+    assert "kernel limits: per process only (c.CourseGrade.process_tree_limits = 'off')" in graded["proc"].stdout
+    assert all(c["status"] == "passed" for c in graded["cells"].values()), graded["cells"]
+    assert "resources" not in graded["result"]["notebooks"][0]
