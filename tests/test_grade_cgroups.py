@@ -105,6 +105,27 @@ def test_v2_protocol_delegates_then_limits_each_kernel(tmp_path):
     }
 
 
+def test_v2_grader_alone_in_its_group_moves_itself_into_a_leaf(tmp_path, monkeypatch):
+    """v2's "no internal processes" rule, emulated: subtree_control refuses while the group holds processes."""
+    own, mountinfo, membership = _fake_v2(tmp_path, f"{os.getpid()}\n")
+    real_write = cgroups._write
+
+    def kernel_rules(path: str, value: str) -> None:
+        folder, name = os.path.split(path)
+        if name == "cgroup.subtree_control" and (cgroups._read(os.path.join(folder, "cgroup.procs")) or "").split():
+            raise cgroups.CgroupError(f"cannot write {value!r} to {path}: Device or resource busy")
+        if name == "cgroup.procs" and value == "0":  # a move: out of the old group, into this one
+            (own / "cgroup.procs").write_text("")
+            value = str(os.getpid())
+        real_write(path, value)
+
+    monkeypatch.setattr(cgroups, "_write", kernel_rules)
+    run = cgroups.open_run("course-grade-test", str(mountinfo), str(membership))
+    assert isinstance(run, cgroups.RunGroups), run
+    assert (own / "course-grade-host" / "cgroup.procs").read_text() == str(os.getpid())
+    assert (own / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+
+
 def test_v2_group_shared_with_other_processes_is_refused_with_the_fix(tmp_path):
     """A v2 group with other processes in it cannot hand controllers down: say so, and how to fix it.
 

@@ -378,7 +378,8 @@ def _delegate_v2(own: str) -> None:
     the only process there, it moves itself into a leaf ``course-grade-host``
     first; when others share the group, it cannot, and says how to fix it.
     """
-    wanted = " ".join("+" + c for c in ("memory", "pids", "cpu") if c in (_read(f"{own}/cgroup.controllers") or ""))
+    offered = (_read(os.path.join(own, "cgroup.controllers")) or "").split()
+    wanted = " ".join("+" + c for c in ("memory", "pids", "cpu") if c in offered)
     try:
         _write(os.path.join(own, "cgroup.subtree_control"), wanted)
         return
