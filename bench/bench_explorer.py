@@ -41,6 +41,16 @@ BASE = (
     "After three long years of work, the committee said that the new bridge over the river would finally "
     "open to traffic next Monday morning, weather permitting, and everyone cheered loudly."
 )
+#: course.tiny's tiny random models (the ones tests/test_attention.py checks), as the report names them.
+TINY_LABELS = {
+    "GPT-2 (random, decoder)": "gpt2",
+    "OPT (random, decoder)": "opt",
+    "RoBERTa (random)": "roberta",
+    "DistilBERT (random)": "distilbert",
+    "ELECTRA (random)": "electra",
+    "ALBERT (random, shared layers)": "albert",
+    "BART encoder (random)": "bart",
+}
 PROBE = ["The cat sat on the mat.", "Dogs bark at the mail carrier every single morning, and the cat hides."]
 
 
@@ -134,76 +144,13 @@ def bench_text(model, tokenizer, text: str) -> dict:
 
 def bench_recompute(model, tokenizer) -> dict[str, float]:
     """Max |recompute - model| per architecture over a padded batch (float32)."""
-    import torch
-    import transformers as T
-
     from course.attention import compare
-    from course.tiny import tiny_gpt2
+    from course.tiny import tiny_model
 
-    vocab = tokenizer.vocab_size
-
-    def small(config_class, model_class, **sizes):
-        torch.manual_seed(0)
-        return model_class(config_class(vocab_size=vocab, **sizes)).eval()
-
-    families = {
-        "MiniLM (pretrained BERT, default)": lambda: model,
-        "GPT-2 (random, decoder)": lambda: tiny_gpt2(tokenizer),
-        "OPT (random, decoder)": lambda: small(
-            T.OPTConfig,
-            T.OPTForCausalLM,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            hidden_size=64,
-            ffn_dim=128,
-            word_embed_proj_dim=64,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        "RoBERTa (random)": lambda: small(
-            T.RobertaConfig,
-            T.RobertaModel,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            hidden_size=64,
-            intermediate_size=128,
-            max_position_embeddings=130,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        "DistilBERT (random)": lambda: small(
-            T.DistilBertConfig, T.DistilBertModel, n_layers=2, n_heads=4, dim=64, hidden_dim=128
-        ),
-        "ELECTRA (random)": lambda: small(
-            T.ElectraConfig,
-            T.ElectraModel,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            hidden_size=64,
-            embedding_size=32,
-            intermediate_size=128,
-        ),
-        "ALBERT (random, shared layers)": lambda: small(
-            T.AlbertConfig,
-            T.AlbertModel,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            hidden_size=64,
-            embedding_size=32,
-            intermediate_size=128,
-        ),
-        "BART encoder (random)": lambda: small(
-            T.BartConfig,
-            T.BartModel,
-            encoder_layers=2,
-            decoder_layers=2,
-            encoder_attention_heads=4,
-            decoder_attention_heads=4,
-            d_model=64,
-            encoder_ffn_dim=128,
-            decoder_ffn_dim=128,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-    }
-    return {name: max(compare(build(), tokenizer, PROBE)) for name, build in families.items()}
+    errors = {"MiniLM (pretrained BERT, default)": max(compare(model, tokenizer, PROBE))}
+    for label, family in TINY_LABELS.items():
+        errors[label] = max(compare(tiny_model(family, tokenizer), tokenizer, PROBE))
+    return errors
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ Every assignment in ``grading/source/`` is graded by ``course grade`` in
 ``tests/test_assignments.py``, from the cases in ``tests/assignments/<ps>.py``
 (see ``grading/README.md``, "Adding an assignment").  This module holds the
 steps those files share: make a course copy, ``generate`` the release, take the
-instructor's answers (``source_solutions``), write a submission with some
+instructor's answers (``source_solutions``) or one of them with a typical mistake
+made in it (``mistake``), write a submission with some
 solution cells replaced (``fill_solutions``), build the shortcut submissions
 that reach the course's own code (``course_shortcuts``), execute a notebook
 without grading it (``run_tests``) and, for plain nbgrader, ``autograde`` a
@@ -12,7 +13,7 @@ class in ONE ``nbgrader autograde`` call::
 
     course = course_copy(tmp_path, "ps0_environment")
     release_nb = generate(course, "ps0_environment")
-    answers = source_solutions(course / "source/ps0_environment/ps0_environment.ipynb")
+    answers = source_solutions(source_notebook("ps0_environment", course))
     right = fill_solutions(release_nb, answers, tmp_path / "right.ipynb")
     scores = autograde(course, "ps0_environment", {"right": right, "stub": release_nb})
     assert scores["stub"]["score"] == 0
@@ -32,6 +33,7 @@ the tests.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -236,6 +238,35 @@ def source_solutions(source_nb_path: Path) -> dict[str, str]:
         for c in nb.cells
         if _nbgrader_meta(c).get("solution")
     }
+
+
+def source_notebook(assignment: str, course_dir: Path = GRADING) -> Path:
+    """The instructor's notebook of ``assignment``: ``<course_dir>/source/<assignment>/<assignment>.ipynb``."""
+    return course_dir / "source" / assignment / f"{assignment}.ipynb"
+
+
+@functools.cache
+def _instructor_answers(assignment: str) -> dict[str, str]:
+    """``source_solutions`` of the repository's notebook, read once per assignment (never handed out to mutate)."""
+    return source_solutions(source_notebook(assignment))
+
+
+def mistake(assignment: str, grade_id: str, *changes: tuple[str, str]) -> str:
+    """A typical mistake as what it changes: the instructor's answer in ``grade_id``, each ``(old, new)`` replaced.
+
+    A mistake spelled this way stays in step with the notebook: when the
+    solution is edited, the mistake is edited with it.  Raises ``ValueError``
+    when the solution no longer contains ``old``, so a mistake can never turn
+    silently into the right answer::
+
+        NO_SCALING = mistake("ps1_attention", "attention", (" / math.sqrt(d)", ""))
+    """
+    source = _instructor_answers(assignment)[grade_id]
+    for old, new in changes:
+        if old not in source:
+            raise ValueError(f"the {grade_id} solution of {assignment} no longer contains {old!r}: update this mistake")
+        source = source.replace(old, new)
+    return source
 
 
 def _place_submission(course_dir: Path, assignment: str, student: str, nb_path: Path) -> None:

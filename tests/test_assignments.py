@@ -55,8 +55,10 @@ from nbgrader_harness import (
     generate,
     grade_ids,
     hidden_test_lines,
+    mistake,
     run_tests,
     solution_lines,
+    source_notebook,
     source_solutions,
 )
 
@@ -79,7 +81,7 @@ class Cases:
 
     @property
     def source_nb(self) -> Path:
-        return GRADING / "source" / self.assignment / f"{self.assignment}.ipynb"
+        return source_notebook(self.assignment)
 
     def expected(self, lost: dict[str, float]) -> dict[str, float]:
         """Points per test when the tests in ``lost`` score what they say and the others full marks."""
@@ -163,6 +165,10 @@ class Graded:
         assert result is not None, f"course grade wrote no result for {student!r}:\n{self.output}"
         assert result["status"] == "graded", f"{student!r} not graded: {result.get('error')}\n{self.output}"
         return result
+
+    def assert_points(self, student: str, expected: dict[str, float], what: str) -> None:
+        """``student`` scored ``expected`` points per test; if not, the message shows every test's status."""
+        assert self.scores(student) == expected, f"{what}:\n{self.explain(student)}"
 
     def explain(self, student: str) -> str:
         """Each test's status and message, for an assertion message."""
@@ -283,6 +289,15 @@ def test_case_file_matches_the_notebook(cases):
     assert set(cases.visible_pass) <= set(cases.mistakes)
 
 
+def test_a_mistake_is_the_solution_with_its_changes():
+    """``mistake`` edits the instructor's answer, and refuses a change the solution no longer allows."""
+    solution = source_solutions(source_notebook("ps1_attention"))["attention"]
+    wrong = mistake("ps1_attention", "attention", (" / math.sqrt(d)", ""))
+    assert wrong == solution.replace(" / math.sqrt(d)", "") != solution
+    with pytest.raises(ValueError, match="the attention solution of ps1_attention no longer contains 'nowhere'"):
+        mistake("ps1_attention", "attention", ("nowhere", "x"))
+
+
 @pytest.mark.parametrize("cases", ASSIGNMENTS)
 def test_no_cell_uses_the_course_package(cases):
     """Graded kernels cannot reach ``course``: no cell, test or helper may rely on it."""
@@ -321,8 +336,7 @@ def test_release_shows_no_solution_and_no_hidden_test(cases, released):
 @pytest.mark.parametrize("cases", ASSIGNMENTS)
 def test_instructor_answers_get_full_marks(cases, graded):
     run = graded(cases)
-    scores = run.scores(INSTRUCTOR)
-    assert scores == cases.expected({}), f"{cases.assignment}, the instructor's answers:\n{run.explain(INSTRUCTOR)}"
+    run.assert_points(INSTRUCTOR, cases.expected({}), f"{cases.assignment}, the instructor's answers")
     assert run.result(INSTRUCTOR)["tampering"] == []
 
 
@@ -330,8 +344,7 @@ def test_instructor_answers_get_full_marks(cases, graded):
 @pytest.mark.parametrize("cases", ASSIGNMENTS)
 def test_release_scores_zero(cases, graded):
     run = graded(cases)
-    scores = run.scores(RELEASE)
-    assert scores == cases.expected(dict.fromkeys(cases.points, 0)), run.explain(RELEASE)
+    run.assert_points(RELEASE, cases.expected(dict.fromkeys(cases.points, 0)), f"{cases.assignment}, the release")
     assert run.result(RELEASE)["score"] == 0
 
 
@@ -339,10 +352,9 @@ def test_release_scores_zero(cases, graded):
 @pytest.mark.parametrize(("cases", "name"), MISTAKES)
 def test_mistake_loses_exactly_its_points(cases, name, graded):
     """Partial credit follows the mistake: only the tests about it lose points."""
-    run = graded(cases)
-    student = f"mistake_{name}"
+    run, student = graded(cases), f"mistake_{name}"
     _, lost = cases.mistakes[name]
-    assert run.scores(student) == cases.expected(lost), f"{cases.assignment}, {name}:\n{run.explain(student)}"
+    run.assert_points(student, cases.expected(lost), f"{cases.assignment}, {name}")
     assert run.result(student)["tampering"] == [], "an honest mistake is not tampering"
 
 
@@ -350,10 +362,8 @@ def test_mistake_loses_exactly_its_points(cases, name, graded):
 @pytest.mark.parametrize(("cases", "name"), SHORTCUTS)
 def test_shortcut_to_the_course_package_scores_nothing(cases, name, graded):
     """An answer that reaches the course's own implementation gets no points."""
-    run = graded(cases)
-    student = f"shortcut_{name}"
     _, lost = cases.shortcuts[name]
-    assert run.scores(student) == cases.expected(lost), f"{cases.assignment}, {name}:\n{run.explain(student)}"
+    graded(cases).assert_points(f"shortcut_{name}", cases.expected(lost), f"{cases.assignment}, {name}")
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from course.attention import (
     summarize_heads,
 )
 from course.errors import CourseError
-from course.tiny import tiny_gpt2
+from course.tiny import TINY_FAMILIES, tiny_model, tiny_random
 
 TOL = 1e-5  # float32, as the lesson promises
 TEXTS = ["The cat sat on the mat.", "Dogs bark at the mail carrier every single morning, and the cat hides."]
@@ -43,74 +43,7 @@ def minilm():
     return load_model()
 
 
-def small(config_class, model_class, tokenizer, **sizes):
-    """A randomly initialised model of a family, sized to run in milliseconds, using the MiniLM vocabulary."""
-    torch.manual_seed(0)
-    return model_class(config_class(vocab_size=tokenizer.vocab_size, **sizes)).eval()
-
-
-#: Families recompute() must match, each built from a small config with random weights.
-FAMILIES = {
-    "gpt2": lambda tok: tiny_gpt2(tok),  # the one tiny decoder lesson 01 and the bench use too
-    "roberta": lambda tok: small(
-        T.RobertaConfig,
-        T.RobertaModel,
-        tok,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        hidden_size=64,
-        intermediate_size=128,
-        max_position_embeddings=130,
-        pad_token_id=tok.pad_token_id,
-    ),
-    "distilbert": lambda tok: small(
-        T.DistilBertConfig, T.DistilBertModel, tok, n_layers=2, n_heads=4, dim=64, hidden_dim=128
-    ),
-    "electra": lambda tok: small(
-        T.ElectraConfig,
-        T.ElectraModel,
-        tok,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        hidden_size=64,
-        embedding_size=32,
-        intermediate_size=128,
-    ),
-    "albert": lambda tok: small(  # one set of layer weights shared by 3 layers
-        T.AlbertConfig,
-        T.AlbertModel,
-        tok,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        hidden_size=64,
-        embedding_size=32,
-        intermediate_size=128,
-    ),
-    "opt": lambda tok: small(  # a second decoder family, with q_proj/k_proj/v_proj
-        T.OPTConfig,
-        T.OPTForCausalLM,
-        tok,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        hidden_size=64,
-        ffn_dim=128,
-        word_embed_proj_dim=64,
-        pad_token_id=tok.pad_token_id,
-    ),
-    "bart": lambda tok: small(  # encoder-decoder: its encoder's self-attention
-        T.BartConfig,
-        T.BartModel,
-        tok,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        d_model=64,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        pad_token_id=tok.pad_token_id,
-    ),
-}
+#: Families recompute() must match: course.tiny's tiny models (the same ones lesson 01 and the bench build).
 DECODERS = {"gpt2", "opt"}
 
 
@@ -227,9 +160,15 @@ def test_recompute_really_uses_the_layer_input_and_the_hand_built_mask(minilm, t
     assert torch.allclose(uniform, torch.full_like(uniform, 1 / short), atol=1e-6)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_tiny_families_cover_encoders_and_decoders_and_refuse_unknown_ones(tokenizer):
+    assert DECODERS < set(TINY_FAMILIES) and len(TINY_FAMILIES) == 7
+    with pytest.raises(CourseError, match="no tiny model of 'llama': the families are gpt2, opt"):
+        tiny_model("llama", tokenizer)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
 def test_recompute_matches_model_across_families(family, tokenizer):
-    model = FAMILIES[family](tokenizer)
+    model = tiny_model(family, tokenizer)
     errors = compare(model, tokenizer, TEXTS)
     assert errors and max(errors) <= TOL, f"{family}: max error {max(errors):.2e}"
     maps = extract(model, tokenizer, TEXTS[1])
@@ -241,7 +180,7 @@ def test_recompute_matches_model_across_families(family, tokenizer):
 
 
 def test_recompute_refuses_rotary_models_with_a_clear_message(tokenizer):
-    llama = small(
+    llama = tiny_random(
         T.LlamaConfig,
         T.LlamaForCausalLM,
         tokenizer,
@@ -286,7 +225,7 @@ def test_recompute_layer_out_of_range(minilm, tokenizer):
 
 
 def test_model_without_attention_weights(tokenizer):
-    mamba = small(T.MambaConfig, T.MambaModel, tokenizer, num_hidden_layers=1, hidden_size=16, state_size=4)
+    mamba = tiny_random(T.MambaConfig, T.MambaModel, tokenizer, num_hidden_layers=1, hidden_size=16, state_size=4)
     with pytest.raises(CourseError, match="MambaModel returned no attention weights"):
         extract(mamba, tokenizer, "hello")
 

@@ -23,14 +23,7 @@ from course.generate.model import (
 )
 from course.generate.tokenizer import EOS, tokens_per_word, train_tokenizer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and a shared CPU makes several threads wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_corpus_is_over_1_mb_with_a_fixed_chapter_split():

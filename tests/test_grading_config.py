@@ -8,6 +8,7 @@ IgnorePattern must drop known-harmless torch noise and nothing else.
 import re
 
 import pytest
+from assignments.ps0_environment import ASSIGNMENT, NOISY_ANSWERS
 from nbgrader_harness import (
     GRADING,
     autograde,
@@ -15,11 +16,10 @@ from nbgrader_harness import (
     fill_solutions,
     generate,
     harmless_stderr_pattern,
+    source_notebook,
     source_solutions,
 )
 from traitlets.config.loader import PyFileConfigLoader
-
-ASSIGNMENT = "ps0_environment"
 
 # The warning torch prints when it probes a broken CUDA driver, as a correct
 # answer may trigger it: nbgrader would score the test cell 0 without the
@@ -77,43 +77,15 @@ def test_ignore_pattern_drops_only_harmless_stderr(stderr, dropped):
     assert bool(re.search(pattern, stderr)) is dropped
 
 
-def _warning_before(answer, name, message, category, filename):
-    """Wrap the function ``name`` defined by ``answer`` so it warns on each call."""
-    return (
-        answer
-        + f"""
-
-_{name}_quiet = {name}
-def {name}(*args):
-    warnings.warn_explicit({message!r}, {category}, {filename!r}, 182)
-    return _{name}_quiet(*args)
-"""
-    )
-
-
 @pytest.mark.slow
 def test_plain_nbgrader_ignores_the_harmless_torch_warning_only(tmp_path):
     """Under plain ``nbgrader autograde``: torch's CUDA-init warning costs nothing, a real warning still does."""
     course_dir = course_copy(tmp_path, ASSIGNMENT)
     release_nb = generate(course_dir, ASSIGNMENT)
-    answers = source_solutions(course_dir / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
-    noisy = {
-        "matmul_tflops": _warning_before(
-            answers["matmul_tflops"],
-            "matmul_tflops",
-            "CUDA initialization: CUDA driver initialization failed, you might not have a CUDA gpu.",
-            "UserWarning",
-            "/opt/conda/lib/python3.11/site-packages/torch/cuda/__init__.py",
-        ),
-        "parse_gpu_line": _warning_before(
-            answers["parse_gpu_line"],
-            "parse_gpu_line",
-            "invalid value encountered in cast",
-            "RuntimeWarning",
-            "/home/student/ps0.py",
-        ),
-    }
-    notebook = fill_solutions(release_nb, {**answers, **noisy}, tmp_path / "noisy.ipynb")
+    answers = source_solutions(source_notebook(ASSIGNMENT, course_dir))
+    # The right answers of ps0, each warning as it runs (the case file's "warnings_on_stderr", which
+    # `course grade` gives full marks): torch's harmless CUDA-init warning, then a real RuntimeWarning.
+    notebook = fill_solutions(release_nb, {**answers, **NOISY_ANSWERS}, tmp_path / "noisy.ipynb")
     grades = autograde(course_dir, ASSIGNMENT, {"noisy": notebook})["noisy"]["grades"]
     assert grades["test_matmul_tflops"] == 2
     assert grades["test_parse_gpu_line"] == 0

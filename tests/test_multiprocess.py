@@ -41,6 +41,18 @@ def torchrun(n: int) -> list[str]:
     return ["-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(free_port())]
 
 
+def accelerate_launch(mode: str, *more: str) -> list[str]:
+    """``accelerate launch MODE`` asking for 2 processes, with the flags ``accelerate config`` would otherwise store.
+
+    Spelled out here rather than taken from ``course.train.script.accelerate_command``:
+    these tests prove what accelerate itself does with the flags (``--cpu`` starts ONE
+    process whatever ``--num_processes`` says, ``--multi_gpu`` starts two on a CPU machine),
+    which is what the course's launcher relies on.
+    """
+    flags = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return ["-m", "accelerate.commands.launch", mode, *flags, *more]
+
+
 def reports(out: Path, world_size: int) -> list[dict]:
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(world_size)]
 
@@ -91,41 +103,14 @@ def test_trainer_under_torchrun_logs_the_single_process_loss(tmp_path):
 
 def test_accelerate_launch_multi_gpu_starts_two_cpu_processes(tmp_path):
     out = tmp_path / "accelerate"
-    launcher = [
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-    ]
+    launcher = accelerate_launch("--multi_gpu", "--main_process_port", str(free_port()))
     check(run(launcher, [*COMMON, "--steps", "2", "--batch-size", "4", "--expect-processes", "2"], out))
     assert [report["world_size"] for report in reports(out, 2)] == [2, 2]
 
 
 def test_accelerate_launch_cpu_runs_one_process_and_the_script_says_so(tmp_path):
     out = tmp_path / "accelerate-cpu"
-    launcher = [
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
-    done = run(launcher, [*COMMON, "--expect-processes", "2"], out)
+    done = run(accelerate_launch("--cpu"), [*COMMON, "--expect-processes", "2"], out)
     assert done.returncode != 0
     assert "runs ONE process whatever --num_processes says" in done.stderr
     assert "error: expected 2 processes but 1 started" in done.stderr

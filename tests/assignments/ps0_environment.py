@@ -1,6 +1,6 @@
 """ps0_environment: devices, TFLOP/s, nvidia-smi, driver/CUDA compatibility (cases for tests/test_assignments.py)."""
 
-from nbgrader_harness import GRADING, course_shortcuts, source_solutions
+from nbgrader_harness import course_shortcuts, mistake, source_notebook, source_solutions
 
 ASSIGNMENT = "ps0_environment"
 POINTS = {
@@ -12,7 +12,7 @@ POINTS = {
     "test_cuda_compatible": 1,
 }
 
-_ANSWERS = source_solutions(GRADING / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+_ANSWERS = source_solutions(source_notebook(ASSIGNMENT))
 
 ASSUMES_A_GPU = '''
 def pick_device(prefer=None):
@@ -22,17 +22,11 @@ def pick_device(prefer=None):
     return torch.device(prefer)
 '''
 
-NO_FACTOR_TWO = '''
-def matmul_tflops(n, seconds):
-    """Counts a multiply-add as one operation."""
-    if n < 1 or seconds <= 0:
-        raise ValueError("n must be >= 1 and seconds > 0")
-    return n**3 / seconds / 1e12
-'''
+#: Counts a multiply-add as one operation.
+NO_FACTOR_TWO = mistake(ASSIGNMENT, "matmul_tflops", ("2 * n**3", "n**3"))
 
 #: Accepts cuda:N when N == device_count(): the visible tests do not try it, the hidden ones do.
-OFF_BY_ONE = _ANSWERS["pick_device"].replace("device.index >= count", "device.index > count")
-assert OFF_BY_ONE != _ANSWERS["pick_device"]
+OFF_BY_ONE = mistake(ASSIGNMENT, "pick_device", ("device.index >= count", "device.index > count"))
 
 STRING_COMPARE = '''
 def cuda_support(driver, cuda):
@@ -46,13 +40,13 @@ def cuda_support(driver, cuda):
     return "unsupported"
 '''
 
-NO_MINOR_VERSION_COMPATIBILITY = _ANSWERS["cuda_support"].replace('return "compatible"', 'return "unsupported"')
-assert NO_MINOR_VERSION_COMPATIBILITY != _ANSWERS["cuda_support"]
+NO_MINOR_VERSION_COMPATIBILITY = mistake(ASSIGNMENT, "cuda_support", ('return "compatible"', 'return "unsupported"'))
 
 # Right answers that write to stderr: torch's CUDA-init warning in the TFLOP/s test
 # and a real RuntimeWarning in the nvidia-smi test.  `course grade` scores only
 # errors (a warning never zeroes a correct answer); plain nbgrader's behaviour
-# with the course's IgnorePattern is tested in tests/test_grading_config.py.
+# with the course's IgnorePattern is tested in tests/test_grading_config.py, on
+# these same NOISY_ANSWERS.
 TORCH_FILE = "/opt/conda/lib/python3.11/site-packages/torch/cuda/__init__.py"
 
 
@@ -70,31 +64,31 @@ def {name}(*args):
     )
 
 
+#: The right answers, each warning on stderr as it runs: torch's harmless CUDA-init warning, a real RuntimeWarning.
+NOISY_ANSWERS = {
+    "matmul_tflops": warning_before(
+        _ANSWERS["matmul_tflops"],
+        "matmul_tflops",
+        "CUDA initialization: CUDA driver initialization failed, you might not have a CUDA gpu.",
+        "UserWarning",
+        TORCH_FILE,
+    ),
+    "parse_gpu_line": warning_before(
+        _ANSWERS["parse_gpu_line"],
+        "parse_gpu_line",
+        "invalid value encountered in cast",
+        "RuntimeWarning",
+        "/home/student/ps0.py",
+    ),
+}
+
 MISTAKES = {
     "assumes_gpu": ({"pick_device": ASSUMES_A_GPU}, {"test_pick_device_auto": 0, "test_pick_device_request": 0}),
     "off_by_one": ({"pick_device": OFF_BY_ONE}, {"test_pick_device_request": 0}),
     "no_factor_two": ({"matmul_tflops": NO_FACTOR_TWO}, {"test_matmul_tflops": 0}),
     "string_compare": ({"cuda_support": STRING_COMPARE}, {"test_cuda_native": 0}),
     "no_minor_version_compatibility": ({"cuda_support": NO_MINOR_VERSION_COMPATIBILITY}, {"test_cuda_compatible": 0}),
-    "warnings_on_stderr": (
-        {
-            "matmul_tflops": warning_before(
-                _ANSWERS["matmul_tflops"],
-                "matmul_tflops",
-                "CUDA initialization: CUDA driver initialization failed, you might not have a CUDA gpu.",
-                "UserWarning",
-                TORCH_FILE,
-            ),
-            "parse_gpu_line": warning_before(
-                _ANSWERS["parse_gpu_line"],
-                "parse_gpu_line",
-                "invalid value encountered in cast",
-                "RuntimeWarning",
-                "/home/student/ps0.py",
-            ),
-        },
-        {},
-    ),
+    "warnings_on_stderr": (NOISY_ANSWERS, {}),
 }
 
 #: Only the hidden tests catch these.

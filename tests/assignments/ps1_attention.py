@@ -1,6 +1,6 @@
 """ps1_attention: attention by hand, matched against MiniLM and GPT-2 (cases for tests/test_assignments.py)."""
 
-from nbgrader_harness import GRADING, course_shortcuts, source_solutions
+from nbgrader_harness import course_shortcuts, mistake
 
 ASSIGNMENT = "ps1_attention"
 POINTS = {
@@ -17,10 +17,7 @@ POINTS = {
     "test_match_decoder": 1,
 }
 
-_ANSWERS = source_solutions(GRADING / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
-
-NO_SCALING = _ANSWERS["attention"].replace(" / math.sqrt(d)", "")
-assert NO_SCALING != _ANSWERS["attention"]
+NO_SCALING = mistake(ASSIGNMENT, "attention", (" / math.sqrt(d)", ""))
 
 MASK_AFTER_SOFTMAX = '''
 def scaled_dot_product_attention(q, k, v, mask=None):
@@ -46,8 +43,7 @@ def merge_heads(x):
     return x.reshape(batch, seq, heads * d)
 '''
 
-CAUSAL_MASK_ON_THE_CPU = _ANSWERS["masks"].replace(", device=device).tril()", ").tril()")
-assert CAUSAL_MASK_ON_THE_CPU != _ANSWERS["masks"]
+CAUSAL_MASK_ON_THE_CPU = mistake(ASSIGNMENT, "masks", (", device=device).tril()", ").tril()"))
 
 IGNORES_CAUSAL = '''
 def self_attention(x, query, key, value, num_heads, attention_mask=None, causal=False):

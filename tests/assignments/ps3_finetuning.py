@@ -1,6 +1,6 @@
 """ps3_finetuning: autocast, accumulation, fp16 with a GradScaler and clipping, evaluation (test_assignments cases)."""
 
-from nbgrader_harness import GRADING, course_shortcuts, source_solutions
+from nbgrader_harness import course_shortcuts, mistake
 
 ASSIGNMENT = "ps3_finetuning"
 POINTS = {
@@ -15,62 +15,52 @@ POINTS = {
     "test_evaluate_mode": 1,
 }
 
-_ANSWERS = source_solutions(GRADING / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+#: Forgets to divide: the accumulated gradient is n times too large (the reported loss is still the mean).
+NO_DIVISION = mistake(
+    ASSIGNMENT,
+    "train_step",
+    ("loss = model(**batch).loss / len(micro_batches)", "loss = model(**batch).loss"),
+    ("total += loss.item()", "total += loss.item() / len(micro_batches)"),
+)
 
-NO_DIVISION = '''
-def train_step(model, micro_batches, optimizer, autocast):
-    """Forgets to divide: the accumulated gradient is n times too large."""
-    total = 0.0
-    for batch in micro_batches:
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        total += loss.item() / len(micro_batches)
-    optimizer.step()
-    optimizer.zero_grad()
-    return total
-'''
+#: Steps after every micro-batch: that is n small steps, not accumulation.
+STEP_PER_MICRO_BATCH = mistake(
+    ASSIGNMENT,
+    "train_step",
+    (
+        "        total += loss.item()\n    optimizer.step()\n    optimizer.zero_grad()\n",
+        "        optimizer.step()\n        optimizer.zero_grad()\n        total += loss.item()\n",
+    ),
+)
 
-STEP_PER_MICRO_BATCH = '''
-def train_step(model, micro_batches, optimizer, autocast):
-    """Steps after every micro-batch: that is n small steps, not accumulation."""
-    total = 0.0
-    for batch in micro_batches:
-        with autocast:
-            loss = model(**batch).loss / len(micro_batches)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        total += loss.item()
-    return total
-'''
-
-IGNORES_AUTOCAST = '''
-def train_step(model, micro_batches, optimizer, autocast):
-    """Correct arithmetic, but the forward pass never runs in the precision context."""
-    total = 0.0
-    for batch in micro_batches:
-        loss = model(**batch).loss / len(micro_batches)
-        loss.backward()
-        total += loss.item()
-    optimizer.step()
-    optimizer.zero_grad()
-    return total
-'''
+#: Correct arithmetic, but the forward pass never runs in the precision context.
+IGNORES_AUTOCAST = mistake(
+    ASSIGNMENT,
+    "train_step",
+    (
+        "        with autocast:\n            loss = model(**batch).loss / len(micro_batches)\n",
+        "        loss = model(**batch).loss / len(micro_batches)\n",
+    ),
+)
 
 #: Clips the scaled gradients, then unscales: the clip acts on numbers S times too large.
-CLIP_BEFORE_UNSCALE = _ANSWERS["scaled_train_step"].replace(
-    "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n",
-    "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n    scaler.unscale_(optimizer)\n",
+CLIP_BEFORE_UNSCALE = mistake(
+    ASSIGNMENT,
+    "scaled_train_step",
+    (
+        "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n",
+        "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n    scaler.unscale_(optimizer)\n",
+    ),
 )
-NO_CLIPPING = _ANSWERS["scaled_train_step"].replace(
-    "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n", ""
+NO_CLIPPING = mistake(
+    ASSIGNMENT, "scaled_train_step", ("    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)\n", "")
 )
 #: Right numbers on a good step, but an overflowing step is applied instead of skipped.
-OPTIMIZER_STEPS_DIRECTLY = _ANSWERS["scaled_train_step"].replace("scaler.step(optimizer)", "optimizer.step()")
-FORGETS_UPDATE = _ANSWERS["scaled_train_step"].replace("    scaler.update()\n", "")
-for _wrong in (CLIP_BEFORE_UNSCALE, NO_CLIPPING, OPTIMIZER_STEPS_DIRECTLY, FORGETS_UPDATE):
-    assert _wrong != _ANSWERS["scaled_train_step"]
+OPTIMIZER_STEPS_DIRECTLY = mistake(ASSIGNMENT, "scaled_train_step", ("scaler.step(optimizer)", "optimizer.step()"))
+FORGETS_UPDATE = mistake(ASSIGNMENT, "scaled_train_step", ("    scaler.update()\n", ""))
+
+# The wrong evaluate()s below are other ways to write the loop, not the solution with one
+# thing changed: each is spelled out whole, as a student would write it.
 
 MEAN_OF_BATCH_MEANS = '''
 def evaluate(model, loader):

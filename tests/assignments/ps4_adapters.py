@@ -5,13 +5,11 @@ named solution cells (nbgrader ``grade_id``) and lists the tests it must
 fail; every test not listed keeps its full points.
 
 The wrong ``LoRALinear`` classes are the instructor's solution with one
-thing changed (``_mistake`` fails loudly if the solution no longer contains
-the text it changes), so they stay in step with the notebook.
+thing changed (``nbgrader_harness.mistake`` fails loudly if the solution no
+longer contains the text it changes), so they stay in step with the notebook.
 """
 
-from pathlib import Path
-
-import nbformat
+from nbgrader_harness import mistake
 
 ASSIGNMENT = "ps4_adapters"
 
@@ -25,35 +23,11 @@ POINTS = {
     "test_peft_parity": 2,
 }
 
-SOURCE = Path(__file__).parents[2] / "grading" / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-
-
-def _solution(grade_id: str) -> str:
-    """The instructor's answer in one solution cell, without the BEGIN/END SOLUTION markers."""
-    cell = next(
-        c
-        for c in nbformat.read(SOURCE, as_version=4).cells
-        if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id
-    )
-    return "\n".join(
-        line for line in cell.source.splitlines() if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line
-    )
-
-
-def _mistake(grade_id: str, *changes: tuple[str, str]) -> str:
-    """The solution of ``grade_id`` with each ``(old, new)`` text replaced (``old`` must be there)."""
-    source = _solution(grade_id)
-    for old, new in changes:
-        if old not in source:
-            raise ValueError(f"the {grade_id} solution no longer contains {old!r}: update this mistake")
-        source = source.replace(old, new)
-    return source
-
-
 SCALED = "(self.lora_B @ self.lora_A) * self.scaling"
 
 # Forgets alpha / r in forward and merge: the update has the wrong size (merge is at least consistent).
-NO_SCALING = _mistake(
+NO_SCALING = mistake(
+    ASSIGNMENT,
     "lora_linear",
     (
         "(self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling",
@@ -63,7 +37,8 @@ NO_SCALING = _mistake(
 )
 
 # Initialises B at random too: the wrapped model no longer starts as the pretrained one.
-B_RANDOM = _mistake(
+B_RANDOM = mistake(
+    ASSIGNMENT,
     "lora_linear",
     (
         "nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))",
@@ -73,10 +48,11 @@ B_RANDOM = _mistake(
 )
 
 # merge() folds the update into W but forward still adds the low-rank path: counted twice.
-MERGE_COUNTS_TWICE = _mistake("lora_linear", ("        if self.merged:\n            return result\n", ""))
+MERGE_COUNTS_TWICE = mistake(ASSIGNMENT, "lora_linear", ("        if self.merged:\n            return result\n", ""))
 
 # No ValueError for r <= 0 or alpha <= 0 (only the hidden tests check it).
-NO_VALIDATION = _mistake(
+NO_VALIDATION = mistake(
+    ASSIGNMENT,
     "lora_linear",
     ("if isinstance(r, bool) or not isinstance(r, int) or r <= 0:", "if False:"),
     ("if not alpha > 0:", "if False:"),
