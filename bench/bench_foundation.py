@@ -62,7 +62,9 @@ def main() -> None:
     torch_s = seconds([python, "-c", "import torch"], repeats=3)
     loaded = subprocess.run(
         [python, "-c", "import sys, course.cli; course.cli.build_parser(); print('torch' in sys.modules)"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     print(f"python -c pass          {base:6.3f} s  (baseline)")
     print(f"course --help           {help_s:6.3f} s  ratio {help_s / base:4.1f}x baseline")
@@ -86,8 +88,10 @@ def main() -> None:
             f"{nb['peak_rss_mb']:>9.0f}{nb['peak_rss_mb'] / floor['peak_rss_mb']:>9.1f}"
         )
     worst = max(nb["peak_rss_mb"] for nb in summary["notebooks"])
-    print(f"smoke run wall time {wall:.1f} s (goal <= 240 s: {'met' if wall <= 240 else 'MISSED'}); "
-          f"largest kernel {worst:.0f} MB (goal <= 2048 MB: {'met' if worst <= 2048 else 'MISSED'})")
+    print(
+        f"smoke run wall time {wall:.1f} s (goal <= 240 s: {'met' if wall <= 240 else 'MISSED'}); "
+        f"largest kernel {worst:.0f} MB (goal <= 2048 MB: {'met' if worst <= 2048 else 'MISSED'})"
+    )
     (REPO / args.out / "bench_foundation.json").write_text(
         json.dumps({"floor": floor, "wall_seconds": wall, "summary": summary}, indent=2)
     )

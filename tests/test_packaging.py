@@ -25,7 +25,9 @@ def test_pip_would_not_replace_the_installed_torch(tmp_path):
     report = tmp_path / "report.json"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", str(report), str(REPO)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     planned = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert "course" in planned
@@ -34,4 +36,7 @@ def test_pip_would_not_replace_the_installed_torch(tmp_path):
 
 def test_code_is_ruff_clean():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    formatted = [sys.executable, "-m", "ruff", "format", "--check", "."]
+    result = subprocess.run(formatted, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
