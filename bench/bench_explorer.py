@@ -99,7 +99,8 @@ def bench_explorer(model, tokenizer, text: str, changes: int) -> dict:
     return {
         "wall": percentiles([t.wall for t in timings]),
         "cpu": percentiles([t.cpu for t in timings]),
-        "per_control": {k: percentiles([t.wall for t in timings if t.what == k]) for k in controls},
+        # A control that no change happened to pick (a short run) has no row.
+        "per_control": {k: percentiles(walls) for k in controls if (walls := [t.wall for t in timings if t.what == k])},
         "forward_passes": explorer.forward_passes,
         "png_kb": len(explorer.png) / 1024,
     }
