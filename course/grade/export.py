@@ -9,7 +9,8 @@ in nbgrader's formgrader and submissions graded in earlier runs::
 With several notebooks whose grade ids collide, columns are named
 ``notebook:grade_id``.  The JSON results (written by the workers, see
 :func:`write_json`) add what the gradebook does not hold: each test's
-status and message, the tampering findings, timings and the fingerprint
+status and message, the tampering findings, timings, what each kernel's
+process tree used (``resources``, where cgroups work) and the fingerprint
 of the submitted files that makes a later run skip it.
 """
 
