@@ -1,6 +1,7 @@
 """Benchmark: ``course grade`` against plain ``nbgrader autograde``, side by side.
 
     .venv/bin/python bench/bench_grade.py [--students 24] [--jobs 1,2] [--out build/bench_grade.json]
+                                          [--process-tree-limits auto|off]
 
 Builds one class of honest submissions of the fixture assignment (it
 imports torch: correct answers, a mistake, torch warnings, untouched
@@ -128,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", default="1,2", help="comma-separated worker counts for course grade")
     parser.add_argument("--out", default=str(REPO / "build" / "bench_grade.json"))
     parser.add_argument("--keep", action="store_true", help="keep the course copies")
+    parser.add_argument(
+        "--process-tree-limits",
+        choices=["auto", "off"],
+        default="auto",
+        help="c.CourseGrade.process_tree_limits for course grade (off: no cgroups, to measure their cost)",
+    )
     args = parser.parse_args(argv)
     jobs = [int(j) for j in args.jobs.split(",")]
     sandbox = os.geteuid() == 0
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-grade-"))
     try:
-        base = cls.new_course(work / "base")
+        base = cls.new_course(work / "base", f'c.CourseGrade.process_tree_limits = "{args.process_tree_limits}"')
         expected = cls.honest_class(base, args.students)
         copies = {name: work / name for name in ["plain", *[f"jobs{j}" for j in jobs]]}
         for dest in copies.values():
@@ -168,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 "speedup": plain_s / seconds,
                 "per_submission": ours_per_submission(copies[f"jobs{j}"]),
                 "timeline": run["timeline"],
+                "kernel_limits": run.get("kernel_limits", ""),
             }
         differences, stderr_rule = compare_scores(copies["plain"], copies[f"jobs{jobs[-1]}"], sorted(expected))
         report["score_differences"] = differences
@@ -181,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         f"class: {args.students} submissions of {cls.ASSIGNMENT} (imports torch); {cores} cores; "
         f"sandbox {'on' if sandbox else 'OFF (not root)'}"
     )
+    limits = {run.get("kernel_limits") for run in report["runs"].values() if "kernel_limits" in run}
+    print(f"kernel limits: {'; '.join(sorted(limits))}")
     for name, run in report["runs"].items():
         extra = f"  {run['speedup']:.1f}x faster" if "speedup" in run else ""
         print(f"  {name:<26}{run['seconds']:7.1f} s  {run['seconds'] / args.students:5.2f} s/submission{extra}")
