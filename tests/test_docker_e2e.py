@@ -468,6 +468,9 @@ def test_a_class_through_jupyterhub_release_submit_collect_grade_feedback(hub):
                         user="0", env=[f"COURSE_GRADE_UID_BASE={UID_BASE}"], check=False)  # fmt: skip
     assert grade.returncode == 0, grade.stdout[-3000:] + grade.stderr[-3000:]
     assert "sandbox on" in grade.stdout
+    (artifacts() / "course-grade.txt").write_text(grade.stdout)
+    # Whether the kernels' process trees get cgroups in the container, the summary says which limits held.
+    assert any(line.startswith("kernel limits: per process") for line in grade.stdout.splitlines()), grade.stdout
     grades = hub.run(prof, "cat", f"/srv/course/results/{ASSIGNMENT}/grades.csv").stdout.splitlines()
     header, row = grades[0].split(","), dict(zip(grades[0].split(","), grades[1].split(","), strict=True))
     assert header[:3] == ["student_id", "total", "max"] and len(grades) == 2
