@@ -62,6 +62,8 @@ def test_cli_exit_code_and_table(smoke):
     assert smoke["_cli"]["returncode"] == 0, smoke["_cli"]["stderr"]
     assert "all notebooks passed" in smoke["_cli"]["stdout"]
     assert "summary.json" in smoke["_cli"]["stdout"]
+    # stdout is the table alone: no kernel (or its libraries) writes around it
+    assert smoke["_cli"]["stdout"].startswith("notebook "), smoke["_cli"]["stdout"][:300]
 
 
 def test_environment_lesson_records_live_facts(smoke):

@@ -30,6 +30,14 @@ def folders(tmp_path_factory):
     }
 
 
+def test_making_the_tiny_models_writes_nothing_outside_the_notebook(tmp_path, capfd):
+    """Nothing may reach the process's own stdout/stderr (a Rust progress bar once printed blank lines there)."""
+    save_tiny_causal_lm(tmp_path / "gpt")
+    save_tiny_seq2seq(tmp_path / "bart")
+    out, _ = capfd.readouterr()
+    assert out == ""
+
+
 def test_classifier_batch_matches_the_pipeline_on_the_saved_folder(folders):
     from course.train import reload_pipeline
 

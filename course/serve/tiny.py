@@ -29,7 +29,10 @@ def _tokenizer(vocab_size: int):
 
     texts = [row["text"] for split in bundled_rows().values() for row in split]
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[PAD, BOS, EOS])
+    # No progress bar: the Rust trainer draws it on the process's own stdout, outside the notebook.
+    bpe.train_from_iterator(
+        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[PAD, BOS, EOS], show_progress=False
+    )
     return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
 
 
