@@ -251,6 +251,27 @@ def test_spinning_children_share_the_cpu_quota(run_groups):
     group.remove()
 
 
+def test_a_quota_above_an_ancestors_is_left_to_the_ancestor(run_groups):
+    """v1 refuses a child CPU quota above an ancestor's (EINVAL): a grader in a container with
+    ``--cpus 0.5`` must still start kernels, which then share the container's half CPU."""
+    if run_groups.version != 1 or "cpu" not in run_groups.folders:
+        pytest.skip("the refusal is cgroup v1's (v2 takes the smaller of the two)")
+    Path(run_groups.folders["cpu"], "cpu.cfs_quota_us").write_text("50000")  # the run may use half a CPU
+    group = run_groups.new_kernel(4, cgroups.TreeLimits(memory_bytes=2**30, processes=16, cpus=2))
+    assert Path(group.folders["cpu"], "cpu.cfs_quota_us").read_text().strip() == "-1"  # bounded by its parent
+
+    def spin():
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            pass
+
+    started = time.monotonic()
+    _in_group(group, lambda: len(_children(2, spin)) - 2)
+    used, wall = group.usage().cpu_seconds, time.monotonic() - started
+    assert used <= 0.5 * wall * 1.15 + 0.1, (used, wall)
+    group.remove()
+
+
 def test_remove_kills_what_is_left(run_groups):
     group = run_groups.new_kernel(3, cgroups.TreeLimits(memory_bytes=2**30, processes=16, cpus=1))
     pid = os.fork()
