@@ -585,6 +585,7 @@ def test_spinning_children_count_against_the_kernels_cpu(hostile):
     assert used["cpu_seconds"] is not None
     assert used["cpu_seconds"] <= threads * seconds * 1.1 + 1, (used, seconds)
     assert used["cpu_seconds"] >= 0.25 * seconds, (used, seconds)  # they did spin, within the quota
+    assert used["cpu_throttled"] > 0  # and the quota, not a busy machine, held them back
     run = json.loads((hostile["course"] / "results" / "ps_fixture" / "run.json").read_text())
     assert run["kernel_limits"].startswith("per process tree (cgroup v")
     assert run["kernel_limits"] in hostile["proc"].stdout

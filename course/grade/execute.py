@@ -127,6 +127,7 @@ def sandbox_execute_class():
             self._events: dict[str, dict] = {}
             self._timed_out = False
             self._pristine: dict | None = None
+            self._oom_before = 0
 
         # -- kernel lifetime -------------------------------------------------
 
@@ -193,7 +194,8 @@ def sandbox_execute_class():
                 except TimeoutError:
                     code = None
             limits = spec.limits
-            if code == -signal.SIGKILL and spec.cgroup is not None and spec.cgroup.usage().oom_kills:
+            oom_now = spec.cgroup.usage().oom_kills if spec.cgroup is not None else 0
+            if code == -signal.SIGKILL and oom_now > self._oom_before:  # an OOM kill in this very cell
                 return (
                     "it was killed (SIGKILL) by the out-of-memory killer: the kernel's processes together went "
                     f"over their memory limit of {spec.cgroup.memory_limit_mb:g} MiB"
@@ -213,11 +215,17 @@ def sandbox_execute_class():
                 **used,
             }
 
-        def _over_cpu_budget(self, spec) -> str | None:
-            """Why to stop: the kernel's processes together used up the CPU seconds (cgroups only)."""
+        def _before_cell(self, spec) -> str | None:
+            """Read the tree's figures before a cell: why to stop (its CPU seconds are used up), if so.
+
+            Also notes the OOM kills so far, so that a kernel killed in the
+            next cell is blamed on memory only if the OOM killer acted then.
+            """
             if spec.cgroup is None:
                 return None
-            used = spec.cgroup.usage().cpu_seconds
+            usage = spec.cgroup.usage()
+            self._oom_before = usage.oom_kills
+            used = usage.cpu_seconds
             if used is None or used <= spec.limits.cpu_seconds:
                 return None
             return (
@@ -329,7 +337,7 @@ def sandbox_execute_class():
                 if stopped is None and budget and time.perf_counter() - started > budget:
                     stopped = f"the submission used up its time budget of {budget:g} s (all cells together)"
                     self._event(cell, index, "budget", stopped)
-                if stopped is None and (over := self._over_cpu_budget(spec)):
+                if stopped is None and (over := self._before_cell(spec)):
                     stopped = over
                     self._event(cell, index, "budget", stopped)
                 if stopped is not None:

@@ -56,7 +56,11 @@ CPU_PERIOD_US = 100_000
 
 
 class CgroupError(RuntimeError):
-    """A control group could not be created, joined or limited."""
+    """A control group could not be created, joined or limited (``errno`` says why, when a system call refused)."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 @dataclass
@@ -75,14 +79,17 @@ class Usage:
     memory_peak_mb: float | None = None
     oom_kills: int = 0
     cpu_seconds: float | None = None
+    #: CFS periods in which the CPU quota stopped the tree (0: the quota never had to act).
+    cpu_throttled: int | None = None
     processes_peak: int | None = None
 
     def to_json(self) -> dict:
-        """Rounded figures; None for what this cgroup version does not report."""
+        """Rounded figures; None for what this cgroup version (or kernel) does not report."""
         return {
             "memory_peak_mb": None if self.memory_peak_mb is None else round(self.memory_peak_mb, 1),
             "oom_kills": self.oom_kills,
             "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 2),
+            "cpu_throttled": self.cpu_throttled,
             "processes_peak": self.processes_peak,
         }
 
@@ -101,12 +108,32 @@ def _read(path: str) -> str | None:
 
 
 def _write(path: str, value: str) -> None:
-    """Write one value; a refusal becomes a CgroupError naming the file and the reason."""
+    """Write one value to an existing cgroup file; a refusal becomes a CgroupError naming the file and the reason.
+
+    Never creates the file: on a cgroup file system the kernel makes every
+    interface file, so a missing one means "not a cgroup" (or a controller
+    feature this kernel lacks), never something to invent.
+    """
     try:
-        with open(path, "w") as handle:
-            handle.write(value)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as error:
-        raise CgroupError(f"cannot write {value!r} to {path}: {os.strerror(error.errno or 0)}") from None
+        raise CgroupError(f"cannot write {value!r} to {path}: {os.strerror(error.errno or 0)}", error.errno) from None
+
+
+def _mkgroup(folder: str) -> None:
+    """Create one cgroup folder, and check the kernel made it a cgroup (it adds ``cgroup.procs`` itself).
+
+    A plain folder (a path covered by another mount, say) would take every
+    limit without enforcing any.
+    """
+    os.mkdir(folder, 0o755)
+    if not os.path.exists(os.path.join(folder, "cgroup.procs")):
+        os.rmdir(folder)
+        raise CgroupError(f"{os.path.dirname(folder)} is not a cgroup file system")
 
 
 def _field(text: str | None, key: str) -> int | None:
@@ -151,7 +178,7 @@ def parse_mounts(mountinfo: str) -> list[Mount]:
         if len(fields) < 5 or len(tail) < 3:
             continue
         kind, options = tail[0], tail[2].split(",")
-        root, point = fields[3], fields[4]
+        root, point = _unescape(fields[3]), _unescape(fields[4])
         if kind == "cgroup2":
             mounts.append(Mount(2, point, root, ()))
         elif kind == "cgroup":
@@ -159,6 +186,11 @@ def parse_mounts(mountinfo: str) -> list[Mount]:
             if names:
                 mounts.append(Mount(1, point, root, names))
     return mounts
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
+    return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
 
 
 def parse_membership(proc_cgroup: str) -> dict[str, str]:
@@ -178,6 +210,8 @@ def _inside(mount: Mount, path: str) -> str | None:
     """The folder of cgroup ``path`` in ``mount``, or None if the mount does not reach it."""
     root = mount.root.rstrip("/")
     if path != root and not path.startswith(root + "/"):
+        return None
+    if ".." in path.split("/"):
         return None
     return os.path.join(mount.point, path[len(root) :].lstrip("/")).rstrip("/") or "/"
 
@@ -236,17 +270,20 @@ class KernelGroup:
             _write(os.path.join(folder, "cgroup.procs"), "0")
 
     def pids(self) -> list[int]:
-        """The processes in the group now."""
+        """The processes in the group now (pid 0 stands for one this pid namespace cannot see: skipped)."""
         found: set[int] = set()
         for folder in self.dirs():
-            found.update(int(p) for p in (_read(os.path.join(folder, "cgroup.procs")) or "").split())
+            found.update(int(p) for p in (_read(os.path.join(folder, "cgroup.procs")) or "").split() if int(p) > 0)
         return sorted(found)
 
     def usage(self) -> Usage:
         """Peak memory, OOM kills, CPU seconds and peak task count of the whole tree so far."""
         memory = self.folders.get("memory", "")
         pids = self.folders.get("pids", "")
+        quota = self.folders.get("cpu")
         usage = Usage()
+        if quota:
+            usage.cpu_throttled = _field(_read(os.path.join(quota, "cpu.stat")), "nr_throttled")
         if self.version == 2:
             peak = _number(_read(os.path.join(memory, "memory.peak")))
             usage.oom_kills = _field(_read(os.path.join(memory, "memory.events")), "oom_kill") or 0
@@ -317,12 +354,15 @@ class RunGroups:
 
     version: int
     folders: dict[str, str]
+    #: Whether the kernels' swap use is limited too (v1 needs swap accounting, v2 ``memory.swap.max``).
+    swap_limited: bool = True
 
     @property
     def description(self) -> str:
         """What the instructor reads in the summary and run.json."""
         names = [n for n in ("memory", "pids", "cpu", "cpuacct") if n in self.folders]
-        return f"per process tree (cgroup v{self.version}: {', '.join(names)})"
+        swap = "" if self.swap_limited else "; swap not limited (no swap accounting)"
+        return f"per process tree (cgroup v{self.version}: {', '.join(names)}{swap})"
 
     def new_kernel(self, slot: int, limits: TreeLimits) -> KernelGroup:
         """Create and limit one kernel's group (not yet joined by anyone)."""
@@ -331,7 +371,7 @@ class RunGroups:
         group = KernelGroup(self.version, folders, memory_limit_mb=limits.memory_bytes / 2**20)
         try:
             for folder in group.dirs():
-                os.mkdir(folder, 0o755)
+                _mkgroup(folder)
             _limit(group, limits)
         except (OSError, CgroupError) as error:
             group.remove()
@@ -369,10 +409,18 @@ def _limit(group: KernelGroup, limits: TreeLimits) -> None:
         _write(os.path.join(cpu, "cpu.cfs_period_us"), str(CPU_PERIOD_US))
         try:
             _write(os.path.join(cpu, "cpu.cfs_quota_us"), str(quota))
-        except CgroupError:
+        except CgroupError as error:
             # v1 refuses a quota above an ancestor's (EINVAL), say a grader in a
             # container with --cpus 0.5: that smaller quota already bounds the kernel.
-            pass
+            if error.errno != errno.EINVAL:
+                raise
+
+
+def swap_limited(group: KernelGroup) -> bool:
+    """Whether this machine lets a group's swap use be limited (else a tree may spill into swap)."""
+    memory = group.folders.get("memory", "")
+    name = "memory.swap.max" if group.version == 2 else "memory.memsw.limit_in_bytes"
+    return os.path.exists(os.path.join(memory, name))
 
 
 def _delegate_v2(own: str) -> None:
@@ -388,8 +436,9 @@ def _delegate_v2(own: str) -> None:
     try:
         _write(os.path.join(own, "cgroup.subtree_control"), wanted)
         return
-    except CgroupError:
-        pass
+    except CgroupError as error:
+        if error.errno != errno.EBUSY:  # read-only (a container), not allowed, ...: say so
+            raise
     others = [int(p) for p in (_read(os.path.join(own, "cgroup.procs")) or "").split() if int(p) != os.getpid()]
     if others:
         raise CgroupError(
@@ -398,15 +447,29 @@ def _delegate_v2(own: str) -> None:
             "`systemd-run --scope -p Delegate=yes course grade ...`"
         )
     leaf = os.path.join(own, "course-grade-host")
-    os.makedirs(leaf, exist_ok=True)
+    if not os.path.isdir(leaf):
+        _mkgroup(leaf)
     _write(os.path.join(leaf, "cgroup.procs"), "0")
-    _write(os.path.join(own, "cgroup.subtree_control"), wanted)
+    try:
+        _write(os.path.join(own, "cgroup.subtree_control"), wanted)
+    except CgroupError:
+        _write(os.path.join(own, "cgroup.procs"), "0")  # back where it was
+        _rmdir(leaf)
+        raise
 
 
 def open_run(
-    name: str, mountinfo_path: str = "/proc/self/mountinfo", cgroup_path: str = "/proc/self/cgroup"
+    name: str,
+    probe: TreeLimits | None = None,
+    mountinfo_path: str = "/proc/self/mountinfo",
+    cgroup_path: str = "/proc/self/cgroup",
 ) -> RunGroups | str:
-    """Create this run's group under the grader's own; return it, or one line saying why not."""
+    """Create this run's group under the grader's own; return it, or one line saying why not.
+
+    With ``probe``, one kernel group is also created and limited with those
+    limits and removed again, so a limit this machine refuses is found now,
+    before any kernel (and not as a submission that cannot be graded).
+    """
     if not os.path.exists(cgroup_path):
         return "this system has no cgroups (Linux only)"
     found = own_groups(_read(mountinfo_path) or "", _read(cgroup_path) or "")
@@ -419,15 +482,20 @@ def open_run(
         if version == 2:
             _delegate_v2(next(iter(own.values())))
         for folder in sorted(set(folders.values())):
-            os.mkdir(folder, 0o755)
+            _mkgroup(folder)
             made.append(folder)
         if version == 2:
             controllers = " ".join("+" + c for c in folders)
             _write(os.path.join(next(iter(folders.values())), "cgroup.subtree_control"), controllers)
+        run = RunGroups(version, folders)
+        if probe is not None:
+            group = run.new_kernel(0, probe)
+            run.swap_limited = swap_limited(group)
+            group.remove()
     except (OSError, CgroupError) as error:
         for folder in made:
             _rmdir(folder)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         where = ", ".join(sorted(set(own.values())))
         return f"cannot create cgroups under {where} ({reason})"
-    return RunGroups(version, folders)
+    return run

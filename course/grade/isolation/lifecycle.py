@@ -19,7 +19,7 @@ from pathlib import Path
 
 from course.errors import CourseError
 from course.grade.config import Settings
-from course.grade.isolation.cgroups import RunGroups
+from course.grade.isolation.cgroups import RunGroups, TreeLimits
 from course.grade.safeio import private_append, read_regular
 
 _IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_][\w.]*)", re.M)
@@ -101,14 +101,21 @@ class Kernels:
         self.threads = max(1, default_jobs() // max(1, settings.jobs))
         self.run_dir = make_run_dir(settings, self.sandbox_root)
         try:
+            probe = settings.limits.tree(cpus=self.threads)
             self.cgroups, self.limits_note = open_tree_limits(
-                settings.process_tree_limits, os.path.basename(self.run_dir)
+                settings.process_tree_limits, os.path.basename(self.run_dir), probe
             )
         except CourseError:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
         settings.cgroups = self.cgroups
-        self.zygote = start_zygote(settings, self.run_dir, self.modules, self.threads)
+        try:
+            self.zygote = start_zygote(settings, self.run_dir, self.modules, self.threads)
+        except BaseException:
+            if self.cgroups is not None:
+                self.cgroups.remove()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
     def close(self, settings: Settings) -> None:
         """Stop the zygote (its kernels die with it), keep its log, remove the run folder."""
@@ -128,17 +135,18 @@ class Kernels:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def open_tree_limits(mode: str, name: str) -> tuple[RunGroups | None, str]:
+def open_tree_limits(mode: str, name: str, probe: TreeLimits | None = None) -> tuple[RunGroups | None, str]:
     """This run's cgroups (``process_tree_limits`` = auto/required/off) and a line saying what holds.
 
-    "auto" grades with per-process limits where no cgroup can be made
-    (and says why); "required" refuses to grade then.
+    "auto" grades with per-process limits where no cgroup can be made, or
+    where a kernel's group cannot take the ``probe`` limits (and says why);
+    "required" refuses to grade then.
     """
     from course.grade.isolation import cgroups
 
     if mode == "off":
         return None, "per process only (c.CourseGrade.process_tree_limits = 'off')"
-    found = cgroups.open_run(name)
+    found = cgroups.open_run(name, probe)
     if isinstance(found, str):
         if mode == "required":
             raise CourseError(

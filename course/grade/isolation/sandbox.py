@@ -71,7 +71,9 @@ PR_SET_CHILD_SUBREAPER = 36
 
 #: Folders hidden from every kernel (replaced by an empty read-only tmpfs),
 #: besides the course directory, the exchange and the gradebook's folder.
-HIDDEN_SYSTEM_DIRS = ("/home", "/root", "/run", "/srv", "/mnt", "/media", "/var/mail", "/var/spool")
+#: ``/sys/fs/cgroup``: other students' kernel groups (their memory and CPU
+#: use, live) are nobody else's business.
+HIDDEN_SYSTEM_DIRS = ("/home", "/root", "/run", "/srv", "/mnt", "/media", "/var/mail", "/var/spool", "/sys/fs/cgroup")
 
 #: Where a kernel may write scratch files; each is bound to its own box/tmp.
 TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
