@@ -32,10 +32,14 @@ The worker (root) creates a kernel's group before asking the zygote for a
 kernel; the kernel's supervisor joins it first thing, before it builds the
 sandbox, so everything it and the kernel start is counted; the worker
 reads the group's figures between cells, then kills what is left and
-removes the group.  Where no cgroup is writable (an unprivileged
-container, macOS), ``course grade`` says so in one line and keeps the
-per-process limits (``c.CourseGrade.process_tree_limits = "auto"``), or
-refuses to grade (``"required"``).
+removes the group.  At the start of a run one probe group takes the
+configured limits and is removed, so a limit the machine refuses shows
+up then, not as submissions that cannot be graded.  Where no cgroup is
+writable (a container's read-only ``/sys/fs/cgroup``, no root, macOS),
+``course grade`` says so in one line and keeps the per-process limits
+(``c.CourseGrade.process_tree_limits = "auto"``), or refuses to grade
+(``"required"``).  Kernels never see ``/sys/fs/cgroup`` (the sandbox hides
+it), so none can watch or touch another's group.
 """
 
 from __future__ import annotations
