@@ -570,7 +570,7 @@ def test_forked_children_share_the_kernels_memory_limit(hostile):
     used = nb["resources"]
     assert used["memory_limit_mb"] == 1024 + 1024
     assert used["oom_kills"] >= 2
-    assert used["memory_peak_mb"] <= used["memory_limit_mb"]
+    assert 0.9 * used["memory_limit_mb"] <= used["memory_peak_mb"] <= used["memory_limit_mb"]  # reached, held
     assert "memory limit of 2048 MiB" in hostile["proc"].stdout
     honest = hostile["results"]["honest"]["notebooks"][0]["resources"]
     assert honest["oom_kills"] == 0 and honest["memory_peak_mb"] < 1024, honest
