@@ -1,7 +1,11 @@
 """The isolation of students' kernels: everything between the grader and a student's code.
 
 * :mod:`~course.grade.isolation.sandbox`: namespaces, the allow-list file
-  system view, rlimits, privileges (plain system calls).
+  system view, rlimits, privileges.
+* :mod:`~course.grade.isolation.linux`: the system calls under it (libc
+  through ctypes), their flags, and the one reader of the mount table.
+* :mod:`~course.grade.isolation.cgroups`: one control group per kernel, so
+  limits hold for its whole process tree.
 * :mod:`~course.grade.isolation.zygote`: the fork server that imports torch
   once and forks a supervised, sandboxed kernel per submission.
 * :mod:`~course.grade.isolation.lifecycle`: the zygote's life in one run

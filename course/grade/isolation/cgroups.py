@@ -51,6 +51,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from course.grade.isolation.linux import parse_mountinfo
+
 #: Controllers a kernel group must have: without them a tree limit is no limit.
 REQUIRED = ("memory", "pids")
 #: Controllers used when present (CPU quota and CPU accounting).
@@ -170,31 +172,19 @@ class Mount:
 
 
 def parse_mounts(mountinfo: str) -> list[Mount]:
-    """The cgroup (v1) and cgroup2 mounts listed in ``/proc/self/mountinfo``.
+    """The cgroup (v1) and cgroup2 mounts listed in a ``/proc/self/mountinfo`` text.
 
-    A line: ``id parent major:minor ROOT POINT options [tags] - TYPE source SUPER``;
-    for v1 the controllers are among the super options (``rw,memory``).
+    For v1 the controllers are among the file system's own options (``rw,memory``).
     """
     mounts = []
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
-        kind, options = tail[0], tail[2].split(",")
-        root, point = _unescape(fields[3]), _unescape(fields[4])
-        if kind == "cgroup2":
-            mounts.append(Mount(2, point, root, ()))
-        elif kind == "cgroup":
-            names = tuple(o for o in options if o in (*REQUIRED, *OPTIONAL))
+    for entry in parse_mountinfo(mountinfo):
+        if entry.fstype == "cgroup2":
+            mounts.append(Mount(2, entry.point, entry.root, ()))
+        elif entry.fstype == "cgroup":
+            names = tuple(o for o in entry.options if o in (*REQUIRED, *OPTIONAL))
             if names:
-                mounts.append(Mount(1, point, root, names))
+                mounts.append(Mount(1, entry.point, entry.root, names))
     return mounts
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
-    return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
 
 
 def parse_membership(proc_cgroup: str) -> dict[str, str]:
@@ -388,7 +378,7 @@ class RunGroups:
             for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
                 child = os.path.join(parent, name)
                 if name.startswith("kernel-") and os.path.isdir(child):
-                    leftover = KernelGroup(self.version, {"x": child})
+                    leftover = KernelGroup(self.version, {"leftover": child})  # only removed: the key is not read
                     leftover.remove()
             _rmdir(parent)
 

@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass, field
 
 from course.grade.isolation.cgroups import RunGroups
-from course.grade.isolation.sandbox import HIDDEN_SYSTEM_DIRS, BoxSpec, Limits, SandboxError, mount_ipc, umount
+from course.grade.isolation.linux import SandboxError, umount
+from course.grade.isolation.sandbox import HIDDEN_SYSTEM_DIRS, BoxSpec, Limits, mount_ipc
 
 #: Variables every kernel gets from the grader's environment when set.
 BASE_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TERM")

@@ -158,13 +158,9 @@ def open_tree_limits(mode: str, name: str, probe: TreeLimits | None = None) -> t
 
 def _unmount_under(folder: str) -> None:
     """Detach any kernel ipc tmpfs a killed worker left mounted under ``folder``."""
-    from course.grade.isolation.sandbox import SandboxError, umount
+    from course.grade.isolation.linux import SandboxError, mount_table, umount
 
-    try:
-        with open("/proc/self/mountinfo") as handle:
-            points = [line.split()[4] for line in handle]
-    except OSError:
-        return
+    points = [entry.point for entry in mount_table()]
     for point in sorted(points, key=len, reverse=True):
         if point.startswith(folder.rstrip("/") + "/"):
             try:

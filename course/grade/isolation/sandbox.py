@@ -24,15 +24,13 @@ only a downed loopback), see or signal other processes (its own pid
 namespace), or outlive the grader (the kernel dies with its supervisor,
 and every process in the namespace dies with the kernel).
 
-This module holds the pieces; nothing here imports anything heavy.
-Python 3.11 has no ``os.unshare`` or ``mount``, so they come from libc
-through ctypes.
+This module holds the pieces; nothing here imports anything heavy.  The
+system calls themselves (through libc: Python 3.11 has no ``os.unshare``
+or ``mount``) and the mount table are in :mod:`course.grade.isolation.linux`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import resource
 import shutil
@@ -43,31 +41,28 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from course.grade.isolation.cgroups import KernelGroup, TreeLimits
-
-# Flags from <sched.h>, <sys/mount.h>, <sys/prctl.h>.
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-NAMESPACES = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
-
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
-MS_RELATIME = 0x200000
-
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_CHILD_SUBREAPER = 36
+from course.grade.isolation.linux import (
+    MS_BIND,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_RELATIME,
+    MS_REMOUNT,
+    NAMESPACES,
+    PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
+    SandboxError,
+    mount,
+    mount_table,
+    prctl,
+    sethostname,
+    unshare,
+)
 
 #: Folders hidden from every kernel (replaced by an empty read-only tmpfs),
 #: besides the course directory, the exchange and the gradebook's folder.
@@ -77,10 +72,6 @@ HIDDEN_SYSTEM_DIRS = ("/home", "/root", "/run", "/srv", "/mnt", "/media", "/var/
 
 #: Where a kernel may write scratch files; each is bound to its own box/tmp.
 TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-
-
-class SandboxError(RuntimeError):
-    """Setting up the sandbox failed (a system call was refused)."""
 
 
 @dataclass
@@ -162,49 +153,7 @@ class BoxSpec:
 
 
 # --------------------------------------------------------------------------
-# libc wrappers
-
-
-_LIBC: ctypes.CDLL | None = None
-
-
-def _libc() -> ctypes.CDLL:
-    """libc with errno kept, loaded once."""
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        _LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-        _LIBC.unshare.argtypes = [ctypes.c_int]
-        _LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        _LIBC.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    return _LIBC
-
-
-def _check(result: int, what: str) -> None:
-    """Raise SandboxError with errno's text when a libc call returned -1."""
-    if result != 0:
-        err = ctypes.get_errno()
-        raise SandboxError(f"{what}: {os.strerror(err)}")
-
-
-def unshare(flags: int) -> None:
-    """Move the calling process into new namespaces (``unshare(2)``)."""
-    _check(_libc().unshare(flags), "unshare")
-
-
-def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    """``mount(2)``; None arguments become NULL."""
-
-    def enc(value: str | None) -> bytes | None:
-        return None if value is None else os.fsencode(value)
-
-    _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
-
-
-def umount(target: str) -> None:
-    """``umount2(target, MNT_DETACH)``: detach a mount now, free it when no longer busy."""
-    _libc().umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    _check(_libc().umount2(os.fsencode(target), 2), f"umount {target}")
+# the kernel's connection folder
 
 
 def mount_ipc(path: str, uid: int, gid: int, size_kb: int = 4096, inodes: int = 64) -> None:
@@ -219,35 +168,8 @@ def mount_ipc(path: str, uid: int, gid: int, size_kb: int = 4096, inodes: int = 
     os.chown(path, uid, gid)
 
 
-def prctl(option: int, value: int) -> None:
-    """``prctl(2)`` with one argument."""
-    _check(_libc().prctl(option, value, 0, 0, 0), f"prctl {option}")
-
-
-def die_with_parent() -> None:
-    """Get SIGKILL when the parent dies; exit now if it is already gone (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 # --------------------------------------------------------------------------
 # the supervisor's part: namespaces and the file system view
-
-
-def _mountinfo() -> list[str]:
-    """Mount points of this mount namespace, parents before children."""
-    points = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            point = line.split()[4]
-            # mountinfo escapes space, tab, newline and backslash as octal.
-            point = point.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
-            points.append(point)
-    return points
 
 
 def _flags_of(path: str) -> int:
@@ -278,7 +200,7 @@ def make_everything_readonly() -> None:
     only the top one can be reached.
     """
     seen = set()
-    for point in reversed(_mountinfo()):
+    for point in reversed([entry.point for entry in mount_table()]):
         if point in seen or point == "/proc" or point.startswith("/proc/"):
             continue
         seen.add(point)
@@ -484,8 +406,7 @@ def drop_privileges(uid: int, gid: int) -> None:
 def enter_kernel_namespace(spec: BoxSpec) -> None:
     """In the kernel (pid 1 of the new pid namespace): /proc and hostname."""
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    name = b"sandbox"
-    _check(_libc().sethostname(name, len(name)), "sethostname")
+    sethostname("sandbox")
 
 
 def redirect_stdio(log_path: str | None) -> None:

@@ -43,7 +43,7 @@ import time
 import traceback
 
 from course.grade.codes import ExitCode
-from course.grade.isolation import guard, sandbox
+from course.grade.isolation import guard, linux, sandbox
 
 #: Always preloaded: what an IPython kernel imports while starting.
 KERNEL_MODULES = (
@@ -127,7 +127,7 @@ def _kernel_main(spec: sandbox.BoxSpec, kernel: dict, alive: int) -> None:
     code = 1
     try:
         os.setsid()
-        sandbox.die_with_parent()
+        linux.die_with_parent()
         if spec.isolate:
             sandbox.enter_kernel_namespace(spec)
         sandbox.redirect_stdio(kernel.get("log"))
@@ -139,7 +139,7 @@ def _kernel_main(spec: sandbox.BoxSpec, kernel: dict, alive: int) -> None:
             sandbox.drop_privileges(spec.uid, spec.gid)
             # Changing uid cleared the parent-death signal: arm it again, then
             # make sure the supervisor did not die in between.
-            sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         if select.select([alive], [], [], 0)[0]:
             os._exit(1)
         os.close(alive)
@@ -174,14 +174,14 @@ def _supervise(spec: sandbox.BoxSpec, kernel: dict) -> None:
             pending.append(signum)
 
     try:
-        sandbox.die_with_parent()
+        linux.die_with_parent()
         if spec.cgroup is not None:
             # First, before anything is copied or forked: all of it counts.
             spec.cgroup.join()
         for signum in _FORWARDED:
             signal.signal(signum, forward)
         if spec.isolate:
-            sandbox.unshare(sandbox.NAMESPACES)
+            linux.unshare(linux.NAMESPACES)
             sandbox.build_box(spec)
         alive, keep = os.pipe()
         pid = os.fork()
@@ -342,11 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    sandbox.die_with_parent()
+    linux.die_with_parent()
     # Kernels whose supervisor was killed come back here to be reaped, so no
     # zombie keeps counting against a sandbox uid's process limit.
     if sys.platform.startswith("linux"):
-        sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]
     started = time.perf_counter()
